@@ -1,0 +1,55 @@
+"""Turn any exception into OpenAI's error JSON with the right HTTP status: the one place for it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from mesh.protocol import error_body
+from registry.errors import MeshError
+
+logger = logging.getLogger("ray.serve")
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """Ray wraps exceptions raised in another replica; find the original one."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error
+
+
+def error_response(error: BaseException) -> JSONResponse:
+    error = unwrap(error)
+    if isinstance(error, MeshError):
+        headers = {"Retry-After": "5"} if error.status_code in (429, 503) else None
+        return JSONResponse(
+            error_body(error.message, error.error_type, error.param),
+            status_code=error.status_code,
+            headers=headers,
+        )
+    logger.exception("unexpected error", exc_info=error)
+    return JSONResponse(
+        error_body(f"internal error: {type(error).__name__}", "server_error"), status_code=500
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MeshError)
+    async def _mesh_error(_request: Request, error: MeshError) -> JSONResponse:
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(_request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid body"}
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return JSONResponse(
+            error_body(f"{param}: {message}" if param else message, "invalid_request_error", param),
+            status_code=400,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+        return error_response(error)

@@ -1,0 +1,312 @@
+"""The Gateway: the mesh's front door, an OpenAI-compatible FastAPI app on Ray Serve.
+
+Per request: validate, route (or honour a pinned `model`), call the chosen specialist's Serve
+app, and answer in OpenAI's schema with a `mesh` object saying who answered and why.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from mesh.controller import LiveView
+from mesh.errors import error_response, install_error_handlers
+from mesh.live import LiveFollower
+from mesh.protocol import (
+    ChatCompletionRequest,
+    MeshInfo,
+    Usage,
+    chunk_body,
+    completion_body,
+    completion_id,
+    error_body,
+)
+from mesh.settings import MeshSettings
+from registry import (
+    InvalidRequestError,
+    NotFoundError,
+    Registry,
+    SpecialistManifest,
+    UnavailableError,
+)
+from registry.errors import MeshError
+from router.decision import RouteDecision, RouteTarget
+from specialists.deployment import app_name
+from specialists.engine import GenerationParams, GenerationResult, TextDelta
+
+logger = logging.getLogger("ray.serve")
+api = FastAPI(title="specialist-mesh", version="0.1.0")
+install_error_handlers(api)
+
+
+class RouteRequest(BaseModel):
+    text: str
+
+
+class AuthError(MeshError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+# Helpers sit above the class on purpose: @serve.ingress pickles the routes when the class is
+# defined, so anything they call must already exist in the module by then.
+
+
+async def _sse(
+    deltas: AsyncIterator[TextDelta], first: TextDelta, info: MeshInfo, id: str, model: str
+) -> AsyncIterator[str]:
+    """OpenAI's SSE framing; the first chunk also carries the `mesh` object."""
+    yield _event(
+        chunk_body(id=id, model=model, delta={"role": "assistant", "content": ""}, mesh=info)
+    )
+    delta: TextDelta | None = first
+    try:
+        while delta is not None:
+            if delta.text:
+                yield _event(chunk_body(id=id, model=model, delta={"content": delta.text}))
+            if delta.finish_reason:
+                usage = Usage(
+                    prompt_tokens=delta.prompt_tokens,
+                    completion_tokens=delta.completion_tokens,
+                    total_tokens=delta.prompt_tokens + delta.completion_tokens,
+                )
+                yield _event(
+                    chunk_body(
+                        id=id, model=model, delta={}, finish_reason=delta.finish_reason, usage=usage
+                    )
+                )
+                break
+            delta = await anext(deltas, None)
+    except Exception as error:
+        logger.exception("stream failed")
+        yield _event(error_body(f"stream failed: {type(error).__name__}", "server_error"))
+    yield "data: [DONE]\n\n"
+
+
+def _event(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def _summary(manifest: SpecialistManifest, *, installed: bool, live: bool) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "description": manifest.description,
+        "owner": manifest.owner,
+        "tags": manifest.tags,
+        "installed": installed,
+        "live": live,
+    }
+
+
+@serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.ingress(api)
+class Gateway:
+    def __init__(
+        self, router: DeploymentHandle, controller: DeploymentHandle, settings: dict[str, Any]
+    ) -> None:
+        self.settings = MeshSettings.model_validate(settings)
+        self.router = router
+        self.controller = controller
+        self.registry: Registry | None = None
+        self.handles: dict[str, DeploymentHandle] = {}
+        self.follower = LiveFollower(controller, self._on_live_change)
+
+    async def _on_live_change(self, view: LiveView) -> None:
+        self.handles = {n: h for n, h in self.handles.items() if n in view.specialists}
+
+    def _check_auth(self, authorization: str | None) -> None:
+        keys = self.settings.api_keys
+        if not keys:
+            return
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if token not in keys:
+            raise AuthError("missing or invalid API key: send 'Authorization: Bearer <key>'")
+
+    # -- OpenAI API -----------------------------------------------------------------------
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(
+        self, body: ChatCompletionRequest, authorization: str | None = Header(None)
+    ) -> JSONResponse | StreamingResponse:
+        self._check_auth(authorization)
+        self._check_size(body)
+        manifest, decision = await self._choose(body)
+        params = GenerationParams.merge(
+            manifest.generation,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop_list(),
+            seed=body.seed,
+        ).model_dump()
+        info = MeshInfo(specialist=manifest.name, version=manifest.version, decision=decision)
+        handle = self._handle(manifest.name)
+        if body.stream:
+            return await self._stream(handle, body, params, info)
+        result: GenerationResult = await handle.chat.remote(body.chat(), params)
+        usage = Usage(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            total_tokens=result.prompt_tokens + result.completion_tokens,
+        )
+        return JSONResponse(
+            completion_body(
+                id=completion_id(),
+                model=manifest.name,
+                text=result.text,
+                finish_reason=result.finish_reason,
+                usage=usage,
+                mesh=info,
+            )
+        )
+
+    @api.get("/v1/models")
+    async def models(self, authorization: str | None = Header(None)) -> dict[str, Any]:
+        self._check_auth(authorization)
+        view = await self.follower.refresh()
+        created = int(time.time())
+        data = [{"id": "mesh", "object": "model", "created": created, "owned_by": "mesh"}]
+        data += [
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": m.owner,
+                "version": m.version,
+                "description": m.description,
+            }
+            for name, m in sorted(view.specialists.items())
+        ]
+        return {"object": "list", "data": data}
+
+    @api.post("/v1/route")
+    async def route(
+        self, body: RouteRequest, authorization: str | None = Header(None)
+    ) -> dict[str, Any]:
+        """Dry run: the decision the router would make, without generating."""
+        self._check_auth(authorization)
+        if not body.text.strip():
+            raise InvalidRequestError("text must not be empty", param="text")
+        return dict(await self.router.route.remote(body.text))
+
+    @api.get("/v1/specialists")
+    async def list_specialists(self, authorization: str | None = Header(None)) -> dict[str, Any]:
+        self._check_auth(authorization)
+        registry = self._registry()
+        pins = await asyncio.to_thread(registry.installed_pins)
+        manifests = await asyncio.to_thread(registry.list)
+        live = self.follower.view.specialists
+        data = [_summary(m, installed=m.name in pins, live=m.name in live) for m in manifests]
+        return {"object": "list", "data": data}
+
+    @api.get("/v1/specialists/{name}")
+    async def show_specialist(
+        self, name: str, authorization: str | None = Header(None)
+    ) -> dict[str, Any]:
+        self._check_auth(authorization)
+        registry = self._registry()
+        manifest = await asyncio.to_thread(registry.get, name)
+        pins = await asyncio.to_thread(registry.installed_pins)
+        live = name in self.follower.view.specialists
+        return {
+            **_summary(manifest, installed=name in pins, live=live),
+            "versions": await asyncio.to_thread(registry.versions, name),
+            "manifest": manifest.model_dump(mode="json"),
+        }
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        status = await self.controller.status.remote()
+        status["status"] = "ok" if status["ready"] else "starting"
+        return JSONResponse(status, status_code=200 if status["ready"] else 503)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _check_size(self, body: ChatCompletionRequest) -> None:
+        if len(body.messages) > self.settings.max_messages:
+            raise InvalidRequestError(
+                f"too many messages: {len(body.messages)} > {self.settings.max_messages}",
+                param="messages",
+            )
+        size = sum(len(m.text()) for m in body.messages)
+        if size > self.settings.max_prompt_chars:
+            raise InvalidRequestError(
+                f"prompt is {size} characters; the limit is {self.settings.max_prompt_chars}",
+                param="messages",
+            )
+        if not body.query().strip():
+            raise InvalidRequestError("the last message has no text", param="messages")
+
+    async def _choose(
+        self, body: ChatCompletionRequest
+    ) -> tuple[SpecialistManifest, RouteDecision]:
+        view = self.follower.view
+        if body.routed:
+            decision = RouteDecision.model_validate(await self.router.route.remote(body.query()))
+            name = decision.chosen
+            if name is None:
+                raise UnavailableError("no specialist is live yet; retry shortly")
+        else:
+            name = body.model
+            decision = RouteDecision(
+                targets=[RouteTarget(name=name, score=1.0)],
+                mode="pinned",
+                threshold=0.0,
+                reason=f"model '{name}' was requested explicitly",
+            )
+        if name not in view.specialists:
+            view = await self.follower.refresh()
+        if name not in view.specialists:
+            raise await self._not_live(name, sorted(view.specialists))
+        return view.specialists[name], decision
+
+    async def _not_live(self, name: str, live: list[str]) -> MeshError:
+        status = await self.controller.status.remote()
+        state = status["specialists"].get(name)
+        if state is not None:
+            return UnavailableError(
+                f"specialist '{name}' is installed but not ready ({state['status']}); retry shortly"
+            )
+        available = ", ".join(["mesh", *live])
+        return NotFoundError(
+            f"The model '{name}' does not exist or is not installed in this mesh. "
+            f"Available: {available}",
+            param="model",
+        )
+
+    def _handle(self, name: str) -> DeploymentHandle:
+        if name not in self.handles:
+            self.handles[name] = serve.get_app_handle(app_name(name))
+        return self.handles[name]
+
+    def _registry(self) -> Registry:
+        if self.registry is None:
+            self.registry = Registry.from_url(str(self.settings.redis_url))
+        return self.registry
+
+    async def _stream(
+        self,
+        handle: DeploymentHandle,
+        body: ChatCompletionRequest,
+        params: dict[str, Any],
+        info: MeshInfo,
+    ) -> StreamingResponse | JSONResponse:
+        deltas = handle.options(stream=True).chat_stream.remote(body.chat(), params)
+        try:
+            first: TextDelta = await deltas.__anext__()
+        except StopAsyncIteration:
+            first = TextDelta(text="", finish_reason="stop")
+        except Exception as error:  # refused before any token: a normal HTTP error
+            return error_response(error)
+        return StreamingResponse(
+            _sse(deltas, first, info, completion_id(), info.specialist),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

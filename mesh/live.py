@@ -1,0 +1,44 @@
+"""Follow the controller's live view from another deployment (gateway, router replicas).
+
+Polling a generation number is one cheap call; the full view is fetched only when it moved. Pull
+rather than push, so any number of replicas stay in step and a restarted replica catches up alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from ray.serve.handle import DeploymentHandle
+
+from mesh.controller import LiveView
+
+logger = logging.getLogger("ray.serve")
+POLL_S = 0.5
+
+
+class LiveFollower:
+    def __init__(
+        self, controller: DeploymentHandle, on_change: Callable[[LiveView], Awaitable[None]]
+    ) -> None:
+        self.controller = controller
+        self.on_change = on_change
+        self.view = LiveView(generation=-1, specialists={})
+        self._task = asyncio.get_event_loop().create_task(self._poll())
+
+    async def refresh(self) -> LiveView:
+        generation = await self.controller.live_generation.remote()
+        if generation != self.view.generation:
+            view: LiveView = await self.controller.live_view.remote()
+            await self.on_change(view)
+            self.view = view
+        return self.view
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("could not refresh the live view; retrying")
+            await asyncio.sleep(POLL_S)

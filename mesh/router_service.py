@@ -1,0 +1,45 @@
+"""`RouterService`: the router as a Serve deployment, kept in step with the live specialists."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle
+
+from mesh.controller import LiveView
+from mesh.live import LiveFollower
+from router import Router, RouterIndex, SentenceTransformerEncoder
+
+logger = logging.getLogger("ray.serve")
+
+
+class RouterService:
+    def __init__(
+        self, controller: DeploymentHandle, fallback: str, method: str, threshold: float
+    ) -> None:
+        self.encoder = SentenceTransformerEncoder()
+        self.router = Router(
+            self.encoder,
+            RouterIndex.build(self.encoder, {}),
+            fallback=fallback,
+            method=method,
+            threshold=threshold,  # type: ignore[arg-type]
+        )
+        self.follower = LiveFollower(controller, self._rebuild)
+
+    async def route(self, text: str) -> dict[str, Any]:
+        decision = await asyncio.to_thread(self.router.route, text)
+        return decision.model_dump(mode="json")
+
+    async def indexed(self, refresh: bool = False) -> dict[str, Any]:
+        """Which specialists the index covers, at which live generation."""
+        if refresh:
+            await self.follower.refresh()
+        return {"generation": self.follower.view.generation, "specialists": self.router.index.names}
+
+    async def _rebuild(self, view: LiveView) -> None:
+        examples = {name: [*m.examples, m.description] for name, m in view.specialists.items()}
+        self.router.index = await asyncio.to_thread(RouterIndex.build, self.encoder, examples)
+        logger.info("router index now covers %s", self.router.index.names)

@@ -1,0 +1,40 @@
+"""`MeshSettings`: every knob of a mesh, read from `MESH_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MeshSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESH_", extra="ignore")
+
+    home: Path = Field(Path("~/.mesh"), description="Data dir: embedded Redis, logs, artifacts.")
+    redis_url: str | None = Field(
+        None, description="Redis of the registry. Unset: start the embedded redis-server."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys for the API; empty means no auth."
+    )
+    fallback: str = Field("general", description="Specialist that answers when none fits.")
+    router_method: Literal["centroid", "knn"] = "knn"
+    router_threshold: float = Field(0.2, ge=-1.0, le=1.0)
+    auto_install: bool = Field(True, description="Install every newly published specialist.")
+    max_prompt_chars: int = Field(32_000, ge=1, description="Larger requests get HTTP 400.")
+    max_messages: int = Field(256, ge=1)
+    request_timeout_s: float = Field(300.0, gt=0)
+    ray_num_cpus: float | None = Field(None, description="CPUs for a local Ray (default: all).")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,63 @@
+"""The one exception tree of the mesh.
+
+It lives in `registry`, the package every other package may import, so that the gateway can turn
+any domain error into an HTTP status in one place and the CLI into exit code 1 in another. Errors
+carry plain attributes only so they stay picklable across Ray actor boundaries.
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Base of every error the mesh raises on purpose."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.message, self.param))
+
+
+def _rebuild(cls: type[MeshError], message: str, param: str | None) -> MeshError:
+    return cls(message, param=param)
+
+
+class InvalidRequestError(MeshError):
+    """The caller sent something we cannot act on (bad body, empty messages)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ManifestError(InvalidRequestError):
+    """A specialist manifest failed validation; the message names the field."""
+
+
+class NotFoundError(MeshError):
+    """An unknown specialist or version."""
+
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class ConflictError(MeshError):
+    """A write that would break an invariant, such as re-publishing an immutable version."""
+
+    status_code = 409
+    error_type = "conflict_error"
+
+
+class UnavailableError(MeshError):
+    """A dependency is down or a specialist is not ready yet; retrying later may work."""
+
+    status_code = 503
+    error_type = "service_unavailable_error"
+
+
+class RegistryUnavailableError(UnavailableError):
+    """Redis cannot be reached; the message names the URL that failed."""
