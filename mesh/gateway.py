@@ -195,7 +195,7 @@ class Gateway:
         self._check_auth(authorization)
         if not body.text.strip():
             raise InvalidRequestError("text must not be empty", param="text")
-        return dict(await self.router.route.remote(body.text))
+        return dict(await self.router.route.remote(body.text, self.follower.view.generation))
 
     @api.get("/v1/specialists")
     async def list_specialists(self, authorization: str | None = Header(None)) -> dict[str, Any]:
@@ -249,7 +249,8 @@ class Gateway:
     ) -> tuple[SpecialistManifest, RouteDecision]:
         view = self.follower.view
         if body.routed:
-            decision = RouteDecision.model_validate(await self.router.route.remote(body.query()))
+            routed = await self.router.route.remote(body.query(), view.generation)
+            decision = RouteDecision.model_validate(routed)
             name = decision.chosen
             if name is None:
                 raise UnavailableError("no specialist is live yet; retry shortly")

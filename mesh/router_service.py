@@ -29,7 +29,10 @@ class RouterService:
         )
         self.follower = LiveFollower(controller, self._rebuild)
 
-    async def route(self, text: str) -> dict[str, Any]:
+    async def route(self, text: str, min_generation: int = -1) -> dict[str, Any]:
+        """Route `text`; first catch up with the live view the caller has already seen."""
+        if self.follower.view.generation < min_generation:
+            await self.follower.refresh()
         decision = await asyncio.to_thread(self.router.route, text)
         return decision.model_dump(mode="json")
 

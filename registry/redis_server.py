@@ -50,14 +50,15 @@ class EmbeddedRedis:
     started it) and only stops servers it started itself.
     """
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, port: int = 0) -> None:
         self.data_dir = Path(data_dir).expanduser()
         self.socket_path = self.data_dir / SOCKET_NAME
+        self.port = port  # 0: unix socket only; otherwise also TCP on 127.0.0.1:port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket_path}"
+        return f"redis://127.0.0.1:{self.port}" if self.port else f"unix://{self.socket_path}"
 
     @property
     def owned(self) -> bool:
@@ -81,7 +82,9 @@ class EmbeddedRedis:
         command = [
             str(redis_server_binary()),
             "--port",
-            "0",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
             "--unixsocket",
             str(self.socket_path),
             "--unixsocketperm",

@@ -1,0 +1,5 @@
+"""`python -m mesh` runs the CLI."""
+
+from mesh.cli import main
+
+main()

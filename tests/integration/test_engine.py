@@ -1,0 +1,98 @@
+"""TransformersEngine on real weights: the offline SmolLM2 GGUF and a tiny safetensors model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry import InvalidRequestError, parse_manifest
+from specialists.catalog import SMOLLM2_SOURCE
+from specialists.engine import ChatMessage, GenerationParams, engine_class
+from tests.conftest import manifest_data
+
+pytestmark = pytest.mark.slow
+HELLO = [ChatMessage(role="user", content="Say hello in one short sentence.")]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama saved as safetensors, with SmolLM2's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from specialists.sources import resolve_source
+
+    folder = tmp_path_factory.mktemp("tiny")
+    source = resolve_source(SMOLLM2_SOURCE)
+    tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _engine(source: str):  # type: ignore[no-untyped-def]
+    manifest = parse_manifest(manifest_data(model={"source": source}, system_prompt="Be kind."))
+    engine = engine_class("transformers")(manifest)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model_dir: Path) -> dict:
+    return {"gguf": _engine(SMOLLM2_SOURCE), "safetensors": _engine(str(tiny_model_dir))}
+
+
+@pytest.mark.parametrize("kind", ["gguf", "safetensors"])
+def test_generate_and_stream_agree_on_contract(engines: dict, kind: str) -> None:
+    engine = engines[kind]
+    params = GenerationParams(max_tokens=12, temperature=0.0)
+    result = engine.generate(HELLO, params)
+    assert result.text.strip()
+    assert result.prompt_tokens > 5
+    assert 0 < result.completion_tokens <= 12
+    assert result.finish_reason in ("stop", "length")
+
+    deltas = list(engine.stream(HELLO, params))
+    assert deltas[-1].finish_reason in ("stop", "length")
+    assert all(d.finish_reason is None for d in deltas[:-1])
+    streamed = "".join(d.text for d in deltas)
+    assert streamed == result.text, "greedy stream and generate produce the same text"
+
+
+def test_smollm2_answers_in_words(engines: dict) -> None:
+    result = engines["gguf"].generate(HELLO, GenerationParams(max_tokens=24, temperature=0.0))
+    assert any(ch.isalpha() for ch in result.text)
+
+
+def test_stop_sequence_cuts_the_answer(engines: dict) -> None:
+    engine = engines["gguf"]
+    full = engine.generate(HELLO, GenerationParams(max_tokens=16, temperature=0.0)).text
+    word = full.split()[1]
+    cut = engine.generate(HELLO, GenerationParams(max_tokens=16, temperature=0.0, stop=[word]))
+    assert word not in cut.text
+    assert cut.finish_reason == "stop"
+
+
+def test_prompt_longer_than_context_is_a_400(engines: dict) -> None:
+    engine = engines["safetensors"]  # 256-token context
+    long = [ChatMessage(role="user", content="word " * 400)]
+    with pytest.raises(InvalidRequestError, match="256-token context") as error:
+        engine.generate(long, GenerationParams(max_tokens=8))
+    assert error.value.status_code == 400
+
+
+def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
+    from registry import ManifestError
+
+    manifest = parse_manifest(manifest_data(model={"source": str(tmp_path / "nowhere")}))
+    with pytest.raises(ManifestError, match="does not exist"):
+        engine_class("transformers")(manifest).load()

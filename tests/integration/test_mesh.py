@@ -1,0 +1,173 @@
+"""End to end through HTTP against one running mesh: real Ray Serve, Redis and models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from mesh.cli import app
+from tests.integration.conftest import RunningMesh, get_json, wait_for
+
+pytestmark = pytest.mark.slow
+SHORT = {"max_tokens": 24, "temperature": 0.0}
+
+
+@pytest.fixture(scope="module")
+def client(mesh: RunningMesh) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{mesh.base_url}/v1", api_key="unused", timeout=300)
+
+
+def _mesh_info(completion: object) -> dict:
+    extra = completion.model_extra or {}  # type: ignore[attr-defined]
+    return dict(extra["mesh"])
+
+
+def test_routed_answer_is_not_empty(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="mesh", messages=[{"role": "user", "content": "Why is the sky blue?"}], **SHORT
+    )
+    assert completion.choices[0].message.content.strip()
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    info = _mesh_info(completion)
+    assert info["decision"]["mode"] in ("single", "fallback")
+    assert info["specialist"] == completion.model
+
+
+def test_streamed_answer_is_not_empty(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="mesh",
+        messages=[{"role": "user", "content": "Write a haiku about rain."}],
+        stream=True,
+        **SHORT,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert (chunks[0].model_extra or {}).get("mesh"), "first chunk carries the route decision"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_coding_question_routes_to_code(client: openai.OpenAI, mesh: RunningMesh) -> None:
+    question = "How do I write a Python function to merge two sorted lists?"
+    completion = client.chat.completions.create(
+        model="mesh", messages=[{"role": "user", "content": question}], **SHORT
+    )
+    info = _mesh_info(completion)
+    assert info["specialist"] == "code"
+    assert info["decision"]["targets"][0]["name"] == "code"
+    dry_run = httpx.post(f"{mesh.base_url}/v1/route", json={"text": question}, timeout=30).json()
+    assert dry_run["targets"][0]["name"] == "code"
+
+
+def test_pinned_model_answers(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="general",
+        messages=[{"role": "user", "content": "Write a Python function to sort a list."}],
+        **SHORT,
+    )
+    info = _mesh_info(completion)
+    assert info["specialist"] == "general"
+    assert info["decision"]["mode"] == "pinned"
+
+
+def test_models_lists_the_catalog(client: openai.OpenAI) -> None:
+    ids = {model.id for model in client.models.list()}
+    assert {"mesh", "general", "code", "writing"} <= ids
+
+
+def test_unknown_model_is_openai_404(client: openai.OpenAI, mesh: RunningMesh) -> None:
+    with pytest.raises(openai.NotFoundError) as error:
+        client.chat.completions.create(
+            model="no-such-specialist", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "no-such-specialist" in str(error.value)
+    body = httpx.post(
+        f"{mesh.base_url}/v1/chat/completions",
+        json={"model": "no-such-specialist", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    ).json()
+    assert body["error"]["type"] == "not_found_error"
+    assert body["error"]["param"] == "model"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "mesh", "messages": []},
+        {"model": "mesh"},
+        {"model": "mesh", "messages": [{"role": "user", "content": "   "}]},
+        {"model": "mesh", "messages": [{"role": "wizard", "content": "hi"}]},
+        {"model": "mesh", "messages": [{"role": "user", "content": "x" * 40_000}]},
+        {"model": "mesh", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+    ],
+)
+def test_bad_requests_are_400(mesh: RunningMesh, body: dict) -> None:
+    response = httpx.post(f"{mesh.base_url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_prompt_beyond_model_context_is_400_naming_the_limit(mesh: RunningMesh) -> None:
+    # Under the gateway's character limit, over SmolLM2's 8192-token context.
+    body = {"model": "general", "messages": [{"role": "user", "content": "ab " * 9_000}]}
+    response = httpx.post(f"{mesh.base_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    assert "8192-token context" in response.json()["error"]["message"]
+    streamed = httpx.post(
+        f"{mesh.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=120
+    )
+    assert streamed.status_code == 400
+
+
+def test_healthz_reports_every_specialist(mesh: RunningMesh) -> None:
+    health = get_json(f"{mesh.base_url}/healthz")
+    assert health["status"] == "ok"
+    assert {"general", "code", "writing"} <= set(health["specialists"])
+    assert all(s["status"] == "RUNNING" for s in health["specialists"].values())
+
+
+def test_cli_ask_and_list_against_the_mesh(mesh: RunningMesh) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["ask", "Write a SQL query that counts rows", "--json"], env=mesh.env
+    )
+    assert result.exit_code == 0, result.output
+    assert '"specialist": "code"' in result.output
+    result = runner.invoke(app, ["ask", "hello", "--specialist", "nope"], env=mesh.env)
+    assert result.exit_code == 1
+    assert "does not exist" in result.output
+    result = runner.invoke(app, ["list"], env=mesh.env)
+    assert result.exit_code == 0
+    assert "* general" in result.output
+
+
+def test_ui_is_served(mesh: RunningMesh) -> None:
+    response = httpx.get(f"{mesh.base_url}/ui/", timeout=30, follow_redirects=True)
+    assert response.status_code == 200
+    assert "gradio" in response.text.lower()
+
+
+def test_register_goes_live_without_restart(mesh: RunningMesh, client: openai.OpenAI) -> None:
+    before = get_json(f"{mesh.base_url}/healthz")["specialists"]
+    manifest = Path(__file__).resolve().parents[2] / "examples" / "cooking.yaml"
+    result = CliRunner().invoke(app, ["register", str(manifest)], env=mesh.env)
+    assert result.exit_code == 0, result.output
+
+    def live() -> bool:
+        return "cooking" in {m.id for m in client.models.list()}
+
+    wait_for(live, timeout_s=300, what="cooking to go live")
+    completion = client.chat.completions.create(
+        model="mesh",
+        messages=[{"role": "user", "content": "How long should I roast potatoes in the oven?"}],
+        **SHORT,
+    )
+    assert _mesh_info(completion)["specialist"] == "cooking"
+    assert completion.choices[0].message.content.strip()
+    after = get_json(f"{mesh.base_url}/healthz")["specialists"]
+    for name in before:
+        assert after[name]["status"] == "RUNNING", f"{name} kept running"
