@@ -25,19 +25,21 @@ def build_mesh_app(settings: MeshSettings | dict[str, Any] | None = None) -> App
         settings = MeshSettings.model_validate(settings or {})
     if not settings.redis_url:
         raise ValueError("build_mesh_app needs settings.redis_url (mesh up starts one for you)")
-    controller = (
-        serve.deployment(MeshController)
-        .options(
-            name="controller",
-            num_replicas=1,
-            ray_actor_options={"num_cpus": 0.05},
-            max_ongoing_requests=1000,
-        )
-        .bind(settings.redis_url)
+    controller = serve.deployment(  # type: ignore[attr-defined]
+        MeshController,
+        name="controller",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0.05},
+        max_ongoing_requests=1000,
+    ).bind(settings.redis_url)
+    router = serve.deployment(  # type: ignore[attr-defined]
+        RouterService,
+        name="router",
+        ray_actor_options={"num_cpus": 0.1},
+        max_ongoing_requests=256,
+    ).bind(controller, settings.fallback, settings.router_method, settings.router_threshold)
+    gateway = serve.deployment(
+        Gateway, name="gateway", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256
     )
-    router = (
-        serve.deployment(RouterService)
-        .options(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
-        .bind(controller, settings.fallback, settings.router_method, settings.router_threshold)
-    )
-    return Gateway.bind(router, controller, settings.model_dump(mode="json"))
+    settings_data = settings.model_dump(mode="json")
+    return gateway.bind(router, controller, settings_data)  # type: ignore[attr-defined]

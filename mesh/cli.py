@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -17,7 +16,7 @@ from registry.errors import MeshError
 class _MeshGroup(TyperGroup):
     """Domain errors become one clean line on stderr and exit code 1, never a traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except MeshError as error:
@@ -114,7 +113,7 @@ def list_specialists(as_json: JsonFlag = False) -> None:
 
     with registry_for(_settings()) as registry:
         pins = registry.installed_pins()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "name": m.name,
                 "version": m.version,
@@ -122,7 +121,7 @@ def list_specialists(as_json: JsonFlag = False) -> None:
                 "owner": m.owner,
                 "description": m.description,
             }
-            for m in registry.list()
+            for m in registry.latest()
         ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -9,13 +9,13 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from mesh.controller import LiveView
 from mesh.errors import error_response, install_error_handlers
@@ -107,7 +107,6 @@ def _summary(manifest: SpecialistManifest, *, installed: bool, live: bool) -> di
     }
 
 
-@serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Gateway:
     def __init__(
@@ -202,7 +201,7 @@ class Gateway:
         self._check_auth(authorization)
         registry = self._registry()
         pins = await asyncio.to_thread(registry.installed_pins)
-        manifests = await asyncio.to_thread(registry.list)
+        manifests = await asyncio.to_thread(registry.latest)
         live = self.follower.view.specialists
         data = [_summary(m, installed=m.name in pins, live=m.name in live) for m in manifests]
         return {"object": "list", "data": data}
@@ -299,7 +298,10 @@ class Gateway:
         params: dict[str, Any],
         info: MeshInfo,
     ) -> StreamingResponse | JSONResponse:
-        deltas = handle.options(stream=True).chat_stream.remote(body.chat(), params)
+        deltas = cast(
+            DeploymentResponseGenerator,
+            handle.options(stream=True).chat_stream.remote(body.chat(), params),
+        )
         try:
             first: TextDelta = await deltas.__anext__()
         except StopAsyncIteration:

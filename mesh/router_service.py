@@ -11,13 +11,14 @@ from ray.serve.handle import DeploymentHandle
 from mesh.controller import LiveView
 from mesh.live import LiveFollower
 from router import Router, RouterIndex, SentenceTransformerEncoder
+from router.router import Method
 
 logger = logging.getLogger("ray.serve")
 
 
 class RouterService:
     def __init__(
-        self, controller: DeploymentHandle, fallback: str, method: str, threshold: float
+        self, controller: DeploymentHandle, fallback: str, method: Method, threshold: float
     ) -> None:
         self.encoder = SentenceTransformerEncoder()
         self.router = Router(
@@ -25,7 +26,7 @@ class RouterService:
             RouterIndex.build(self.encoder, {}),
             fallback=fallback,
             method=method,
-            threshold=threshold,  # type: ignore[arg-type]
+            threshold=threshold,
         )
         self.follower = LiveFollower(controller, self._rebuild)
 

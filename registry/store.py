@@ -7,8 +7,10 @@ the `mesh:events` stream, which the running mesh follows to deploy what gets ins
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel
@@ -32,7 +34,8 @@ class Registry:
     """Publish, look up and install specialists. Holds a redis client with decode_responses."""
 
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:
-        self.client = client
+        # decode_responses=True: replies are str, which redis-py's types cannot express.
+        self.client: Any = client
         self.url = url
 
     @classmethod
@@ -47,7 +50,7 @@ class Registry:
         name, version = manifest.name, manifest.version
         versions_key = keys.versions(name)
         try:
-            with self.client.pipeline(transaction=True) as pipe:
+            with self._errors(), self.client.pipeline(transaction=True) as pipe:
                 pipe.watch(versions_key)
                 existing: list[str] = pipe.zrange(versions_key, 0, -1)
                 if version in existing:
@@ -76,8 +79,6 @@ class Registry:
             raise ConflictError(
                 f"{name} was published concurrently; retry", param="version"
             ) from None
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise RegistryUnavailableError(f"cannot reach Redis at {self.url}: {error}") from None
         return manifest
 
     def install(self, name: str, version: str = LATEST) -> None:
@@ -127,7 +128,7 @@ class Registry:
         with self._errors():
             return sorted(self.client.smembers(keys.SPECIALISTS))
 
-    def list(self) -> list[SpecialistManifest]:
+    def latest(self) -> list[SpecialistManifest]:
         """The latest version of every published specialist, by name."""
         return [self.get(name) for name in self.names()]
 
@@ -166,22 +167,14 @@ class Registry:
             approximate=True,
         )
 
-    def _errors(self) -> _RedisErrors:
-        return _RedisErrors(self.url)
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return _redis_errors(self.url)
 
 
-class _RedisErrors:
+@contextlib.contextmanager
+def _redis_errors(url: str) -> Iterator[None]:
     """Turn connection failures into RegistryUnavailableError naming the URL."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
-    ) -> bool:
-        if exc is not None and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            raise RegistryUnavailableError(f"cannot reach Redis at {self.url}: {exc}") from None
-        return False
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise RegistryUnavailableError(f"cannot reach Redis at {url}: {error}") from None

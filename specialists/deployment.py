@@ -104,5 +104,5 @@ def build_specialist_app(manifest: SpecialistManifest) -> Application:
             "max_replicas": scaling.max_replicas,
             "target_ongoing_requests": scaling.target_ongoing_requests,
         }
-    deployment = serve.deployment(SpecialistDeployment).options(**options)
-    return deployment.bind(manifest.model_dump(mode="json"))
+    deployment = serve.deployment(SpecialistDeployment, **options)
+    return deployment.bind(manifest.model_dump(mode="json"))  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,7 +104,7 @@ class Engine(ABC):
         messages: list[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event | None = None,
-    ) -> Iterator[TextDelta]: ...
+    ) -> Generator[TextDelta, None, None]: ...
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

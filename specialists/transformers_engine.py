@@ -7,7 +7,7 @@ Loads GGUF (dequantized by transformers), local folders, and hub ids from the lo
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from registry.errors import InvalidRequestError, UnavailableError
@@ -15,6 +15,7 @@ from registry.manifest import SpecialistManifest
 from specialists.engine import (
     ChatMessage,
     Engine,
+    FinishReason,
     GenerationParams,
     GenerationResult,
     TextDelta,
@@ -46,9 +47,8 @@ class TransformersEngine(Engine):
         dtype = _torch_dtype(spec.dtype, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                source.location, dtype=dtype, **kwargs
-            ).to(self.device)
+            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
+            self.model = model.to(self.device)  # type: ignore[arg-type]
         except OSError as error:
             raise UnavailableError(
                 f"cannot load model for {self.manifest.ref} from {spec.source}: {error}"
@@ -77,11 +77,11 @@ class TransformersEngine(Engine):
         messages: list[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event | None = None,
-    ) -> Iterator[TextDelta]:
+    ) -> Generator[TextDelta, None, None]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        cancel = cancel if cancel is not None else threading.Event()
+        stop_now = cancel if cancel is not None else threading.Event()
         inputs = self._encode(messages, params)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         streamer = TextIteratorStreamer(
@@ -90,7 +90,7 @@ class TransformersEngine(Engine):
 
         class _Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **_: Any) -> bool:
-                return cancel.is_set()
+                return stop_now.is_set()
 
         generated: dict[str, int] = {}
 
@@ -112,7 +112,8 @@ class TransformersEngine(Engine):
 
         worker = threading.Thread(target=run, name=f"generate-{self.manifest.name}", daemon=True)
         worker.start()
-        text, finish = "", None
+        text = ""
+        finish: FinishReason | None = None
         try:
             for piece in streamer:
                 combined, stopped = truncate_at_stop(text + piece, params.stop)
@@ -121,12 +122,12 @@ class TransformersEngine(Engine):
                 text = combined
                 if stopped:
                     finish = "stop"
-                    cancel.set()
+                    stop_now.set()
                     break
-            cancelled = finish is None and cancel.is_set()
+            cancelled = finish is None and stop_now.is_set()
         finally:
             # Reached early when the consumer stops reading (client gone): free the slot.
-            cancel.set()
+            stop_now.set()
             worker.join()
         tokens = generated.get("tokens", len(self.tokenizer.encode(text)))
         if finish is None:

@@ -101,10 +101,10 @@ def build_ui_app(base_url: str) -> Any:
 
             return gr.mount_gradio_app(FastAPI(), build_blocks(self.gateway_url), path="")
 
-    deployment = serve.deployment(ChatUI).options(
-        name="ui", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100
+    deployment = serve.deployment(
+        ChatUI, name="ui", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100
     )
-    return deployment.bind(base_url)
+    return deployment.bind(base_url)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

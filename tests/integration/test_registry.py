@@ -27,7 +27,7 @@ def test_publish_round_trip(registry: Registry) -> None:
     assert registry.get("demo") == manifest
     assert registry.get("demo", "1.0.0") == manifest
     assert registry.names() == ["demo"]
-    assert registry.list() == [manifest]
+    assert registry.latest() == [manifest]
     assert registry.installed() == {}
     kinds = [event.kind for event in registry.events()]
     assert kinds == ["publish"]
