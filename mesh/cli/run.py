@@ -1,0 +1,49 @@
+"""Commands that run or talk to a running mesh: `up`, `ask`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from mesh.cli.app import JsonFlag, UrlOption, app, load_settings
+
+
+@app.command()
+def up(
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the Gradio UI at /ui.")] = True,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Join a Ray cluster ('auto' or host:port).")
+    ] = None,
+) -> None:
+    """Start the mesh in the foreground: Redis, Ray Serve, the specialists, the API and the UI."""
+    from mesh.runtime import up as run_up
+
+    run_up(load_settings(), ui=ui, address=address, echo=lambda line: typer.echo(line))
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="What to ask the mesh.")],
+    specialist: Annotated[
+        str | None, typer.Option("--specialist", "-s", help="Pin a specialist instead of routing.")
+    ] = None,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Ask a question; the router picks the specialist unless you pin one."""
+    from mesh.client import MeshClient
+
+    settings = load_settings()
+    client = MeshClient(url or settings.base_url, api_key=(settings.api_keys or [None])[0])
+    reply = client.chat([{"role": "user", "content": question}], model=specialist or "mesh")
+    if as_json:
+        typer.echo(json.dumps(reply, indent=2))
+        return
+    mesh_info = reply["mesh"]
+    typer.echo(reply["choices"][0]["message"]["content"].strip())
+    decision = mesh_info["decision"]
+    score = decision["targets"][0]["score"] if decision["targets"] else 0.0
+    who = f"{mesh_info['specialist']}@{mesh_info['version']}"
+    typer.echo(f"\n-- {who} ({decision['mode']}, score {score:.2f})", err=True)
