@@ -22,11 +22,20 @@ RESYNC_EVERY_S = 5.0
 EVENT_BLOCK_MS = 1000
 
 
+class ReplicaInfo(BaseModel):
+    replica_id: str
+    state: str
+    actor_id: str | None = None
+    node_id: str | None = None
+    pid: int | None = None
+
+
 class SpecialistState(BaseModel):
     name: str
     version: str
     status: str  # DEPLOYING | RUNNING | DEPLOY_FAILED | UNHEALTHY | ...
     message: str = ""
+    replicas: list[ReplicaInfo] = []
 
 
 class LiveView(BaseModel):
@@ -108,6 +117,7 @@ class MeshController:
         from ray import serve
 
         applications = (await asyncio.to_thread(serve.status)).applications
+        replicas = await asyncio.to_thread(_replica_details)
         states: dict[str, SpecialistState] = {}
         for name, manifest in self.deployed.items():
             app = applications.get(app_name(name))
@@ -117,6 +127,7 @@ class MeshController:
                 version=manifest.version,
                 status=status,
                 message=(app.message if app else "")[:2000],
+                replicas=replicas.get(app_name(name), []),
             )
         live = {
             name: self.deployed[name] for name, state in states.items() if state.status == "RUNNING"
@@ -125,6 +136,36 @@ class MeshController:
         if live != self.live:
             self.live = live
             self.generation += 1
+
+
+def _replica_details() -> dict[str, list[ReplicaInfo]]:
+    """Replicas per Serve app, with actor and node ids (what `serve status` shows).
+
+    Serve has no public API for replica actor ids; the controller's instance details are what
+    its dashboard uses. If that internal call changes, status degrades to app-level states.
+    """
+    try:
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client()
+        details = client.get_serve_details() if client is not None else {}
+    except Exception:
+        logger.debug("replica details unavailable", exc_info=True)
+        return {}
+    found: dict[str, list[ReplicaInfo]] = {}
+    for app, app_details in (details.get("applications") or {}).items():
+        for deployment in (app_details.get("deployments") or {}).values():
+            for replica in deployment.get("replicas") or []:
+                found.setdefault(app, []).append(
+                    ReplicaInfo(
+                        replica_id=str(replica.get("replica_id")),
+                        state=str(replica.get("state")),
+                        actor_id=replica.get("actor_id"),
+                        node_id=replica.get("node_id"),
+                        pid=replica.get("pid"),
+                    )
+                )
+    return found
 
 
 def _deploy(manifest: SpecialistManifest) -> None:

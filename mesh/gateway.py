@@ -4,11 +4,10 @@ Per request: validate, route (or honour a pinned `model`), call the chosen speci
 app, and answer in OpenAI's schema with a `mesh` object saying who answered and why.
 """
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 from fastapi import FastAPI, Header
@@ -17,8 +16,10 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from mesh import store_api
 from mesh.controller import LiveView
 from mesh.errors import error_response, install_error_handlers
+from mesh.http_auth import check_api_key
 from mesh.live import LiveFollower
 from mesh.protocol import (
     ChatCompletionRequest,
@@ -30,10 +31,11 @@ from mesh.protocol import (
     error_body,
 )
 from mesh.settings import MeshSettings
+from mesh.store_api import StoreService
+from mesh.usage import UsageRecorder
 from registry import (
     InvalidRequestError,
     NotFoundError,
-    Registry,
     SpecialistManifest,
     UnavailableError,
 )
@@ -45,15 +47,11 @@ from specialists.engine import GenerationParams, GenerationResult, TextDelta
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="specialist-mesh", version="0.1.0")
 install_error_handlers(api)
+api.include_router(store_api.router)
 
 
 class RouteRequest(BaseModel):
     text: str
-
-
-class AuthError(MeshError):
-    status_code = 401
-    error_type = "authentication_error"
 
 
 # Helpers sit above the class on purpose: @serve.ingress pickles the routes when the class is
@@ -61,9 +59,15 @@ class AuthError(MeshError):
 
 
 async def _sse(
-    deltas: AsyncIterator[TextDelta], first: TextDelta, info: MeshInfo, id: str, model: str
+    deltas: AsyncIterator[TextDelta],
+    first: TextDelta,
+    info: MeshInfo,
+    id: str,
+    model: str,
+    on_finish: Callable[[bool], None],
 ) -> AsyncIterator[str]:
     """OpenAI's SSE framing; the first chunk also carries the `mesh` object."""
+    failed = True
     yield _event(
         chunk_body(id=id, model=model, delta={"role": "assistant", "content": ""}, mesh=info)
     )
@@ -85,26 +89,17 @@ async def _sse(
                 )
                 break
             delta = await anext(deltas, None)
+        failed = False
     except Exception as error:
         logger.exception("stream failed")
         yield _event(error_body(f"stream failed: {type(error).__name__}", "server_error"))
+    finally:
+        on_finish(failed)
     yield "data: [DONE]\n\n"
 
 
 def _event(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body)}\n\n"
-
-
-def _summary(manifest: SpecialistManifest, *, installed: bool, live: bool) -> dict[str, Any]:
-    return {
-        "name": manifest.name,
-        "version": manifest.version,
-        "description": manifest.description,
-        "owner": manifest.owner,
-        "tags": manifest.tags,
-        "installed": installed,
-        "live": live,
-    }
 
 
 @serve.ingress(api)
@@ -115,20 +110,17 @@ class Gateway:
         self.settings = MeshSettings.model_validate(settings)
         self.router = router
         self.controller = controller
-        self.registry: Registry | None = None
         self.handles: dict[str, DeploymentHandle] = {}
         self.follower = LiveFollower(controller, self._on_live_change)
+        self.store = StoreService(self.settings, self.follower, router)
+        store_api.bind(self.store)
+        self.usage = UsageRecorder(self.store.store)
 
     async def _on_live_change(self, view: LiveView) -> None:
         self.handles = {n: h for n, h in self.handles.items() if n in view.specialists}
 
     def _check_auth(self, authorization: str | None) -> None:
-        keys = self.settings.api_keys
-        if not keys:
-            return
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if token not in keys:
-            raise AuthError("missing or invalid API key: send 'Authorization: Bearer <key>'")
+        check_api_key(self.settings.api_keys, authorization)
 
     # -- OpenAI API -----------------------------------------------------------------------
     @api.post("/v1/chat/completions", response_model=None)
@@ -148,9 +140,16 @@ class Gateway:
         ).model_dump()
         info = MeshInfo(specialist=manifest.name, version=manifest.version, decision=decision)
         handle = self._handle(manifest.name)
+        response_id = completion_id()
+        finish = self.usage.start(manifest.name, routed=body.routed, response_id=response_id)
         if body.stream:
-            return await self._stream(handle, body, params, info)
-        result: GenerationResult = await handle.chat.remote(body.chat(), params)
+            return await self._stream(handle, body, params, info, response_id, finish)
+        try:
+            result: GenerationResult = await handle.chat.remote(body.chat(), params)
+        except Exception:
+            finish(True)
+            raise
+        finish(False)
         usage = Usage(
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
@@ -158,7 +157,7 @@ class Gateway:
         )
         return JSONResponse(
             completion_body(
-                id=completion_id(),
+                id=response_id,
                 model=manifest.name,
                 text=result.text,
                 finish_reason=result.finish_reason,
@@ -195,31 +194,6 @@ class Gateway:
         if not body.text.strip():
             raise InvalidRequestError("text must not be empty", param="text")
         return dict(await self.router.route.remote(body.text, self.follower.view.generation))
-
-    @api.get("/v1/specialists")
-    async def list_specialists(self, authorization: str | None = Header(None)) -> dict[str, Any]:
-        self._check_auth(authorization)
-        registry = self._registry()
-        pins = await asyncio.to_thread(registry.installed_pins)
-        manifests = await asyncio.to_thread(registry.latest)
-        live = self.follower.view.specialists
-        data = [_summary(m, installed=m.name in pins, live=m.name in live) for m in manifests]
-        return {"object": "list", "data": data}
-
-    @api.get("/v1/specialists/{name}")
-    async def show_specialist(
-        self, name: str, authorization: str | None = Header(None)
-    ) -> dict[str, Any]:
-        self._check_auth(authorization)
-        registry = self._registry()
-        manifest = await asyncio.to_thread(registry.get, name)
-        pins = await asyncio.to_thread(registry.installed_pins)
-        live = name in self.follower.view.specialists
-        return {
-            **_summary(manifest, installed=name in pins, live=live),
-            "versions": await asyncio.to_thread(registry.versions, name),
-            "manifest": manifest.model_dump(mode="json"),
-        }
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -286,17 +260,14 @@ class Gateway:
             self.handles[name] = serve.get_app_handle(app_name(name))
         return self.handles[name]
 
-    def _registry(self) -> Registry:
-        if self.registry is None:
-            self.registry = Registry.from_url(str(self.settings.redis_url))
-        return self.registry
-
     async def _stream(
         self,
         handle: DeploymentHandle,
         body: ChatCompletionRequest,
         params: dict[str, Any],
         info: MeshInfo,
+        response_id: str,
+        finish: Callable[[bool], None],
     ) -> StreamingResponse | JSONResponse:
         deltas = cast(
             DeploymentResponseGenerator,
@@ -307,9 +278,10 @@ class Gateway:
         except StopAsyncIteration:
             first = TextDelta(text="", finish_reason="stop")
         except Exception as error:  # refused before any token: a normal HTTP error
+            finish(True)
             return error_response(error)
         return StreamingResponse(
-            _sse(deltas, first, info, completion_id(), info.specialist),
+            _sse(deltas, first, info, response_id, info.specialist, finish),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -10,6 +10,7 @@ from ray.serve.handle import DeploymentHandle
 
 from mesh.controller import LiveView
 from mesh.live import LiveFollower
+from mesh.search import semantic_scores
 from router import Router, RouterIndex, SentenceTransformerEncoder
 from router.router import Method
 
@@ -42,6 +43,12 @@ class RouterService:
         if refresh:
             await self.follower.refresh()
         return {"generation": self.follower.view.generation, "specialists": self.router.index.names}
+
+    async def semantic_scores(
+        self, query: str, texts_by_name: dict[str, list[str]]
+    ) -> dict[str, float]:
+        """Store search uses the router's encoder, so there is one copy of the model."""
+        return await asyncio.to_thread(semantic_scores, self.encoder, query, texts_by_name)
 
     async def _rebuild(self, view: LiveView) -> None:
         examples = {name: [*m.examples, m.description] for name, m in view.specialists.items()}

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from mesh.settings import MeshSettings
-from registry import Registry, UnavailableError
+from registry import Principal, Registry, UnavailableError
 from registry.redis_server import EmbeddedRedis
 
 UI_APP = "ui"
@@ -40,7 +40,11 @@ def registry_for(settings: MeshSettings) -> Iterator[Registry]:
 
 
 def seed_catalog(registry: Registry) -> list[str]:
-    """Publish and install the built-in catalog on first start; return what was added."""
+    """Publish the built-in catalog (installed the first time); return what was added.
+
+    The mesh itself acts as admin here: the catalog ships with the code.
+    """
+    from registry.artifacts import pin_artifacts
     from specialists.catalog import load_catalog
 
     added = []
@@ -48,7 +52,8 @@ def seed_catalog(registry: Registry) -> list[str]:
         if registry.exists(manifest.name, manifest.version):
             continue
         first_time = manifest.name not in registry.names()
-        registry.publish(manifest, install=first_time)
+        admin = Principal(admin=True, operator=True)
+        registry.publish(pin_artifacts(manifest), admin, install=first_time)
         added.append(manifest.ref)
     return added
 
@@ -122,7 +127,8 @@ def up(
             echo(f"mesh ready: API {settings.base_url}/v1{ui_line}")
             echo("press Ctrl-C to stop")
         while not stop.wait(0.5):
-            pass
+            if embedded is not None:
+                _supervise(embedded, settings.redis_restart_delay_s, echo, stop)
         echo("stopping the mesh ...")
     finally:
         with contextlib.suppress(Exception):
@@ -132,6 +138,23 @@ def up(
         if embedded is not None:
             embedded.stop()
         echo("mesh stopped")
+
+
+def _supervise(
+    embedded: EmbeddedRedis, delay_s: float, echo: Callable[[str], None], stop: threading.Event
+) -> None:
+    """Restart the embedded Redis if it died; the mesh keeps serving from its cached view."""
+    code = embedded.exited()
+    if code is None:
+        return
+    echo(f"embedded Redis exited ({code}); restarting in {delay_s:.0f}s")
+    if stop.wait(delay_s):
+        return
+    try:
+        embedded.restart()
+        echo("embedded Redis is back")
+    except UnavailableError as error:
+        echo(f"embedded Redis did not restart: {error.message}")
 
 
 def _start_ray(ray: Any, address: str | None, settings: MeshSettings) -> None:

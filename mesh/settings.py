@@ -16,11 +16,18 @@ class MeshSettings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis of the registry. Unset: start the embedded redis-server."
     )
+    redis_restart_delay_s: float = Field(
+        2.0, ge=0, description="Wait before restarting an embedded Redis that died."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_keys: list[str] = Field(
         default_factory=list, description="Bearer keys for the API; empty means no auth."
     )
+    admin_token: str | None = Field(
+        None, description="Admin token for the store; unset: operator actions are open."
+    )
+    token: str | None = Field(None, description="The CLI's store token (owner or admin).")
     fallback: str = Field("general", description="Specialist that answers when none fits.")
     router_method: Literal["centroid", "knn"] = "knn"
     router_threshold: float = Field(0.2, ge=-1.0, le=1.0)

@@ -61,3 +61,17 @@ class UnavailableError(MeshError):
 
 class RegistryUnavailableError(UnavailableError):
     """Redis cannot be reached; the message names the URL that failed."""
+
+
+class AuthenticationError(MeshError):
+    """A token is required for this action and none was given."""
+
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class PermissionDeniedError(MeshError):
+    """The token given does not allow this action (wrong owner, not an admin)."""
+
+    status_code = 403
+    error_type = "permission_error"

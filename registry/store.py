@@ -1,26 +1,35 @@
 """`Registry`: the Redis-backed store of specialist manifests and this mesh's install state.
 
-Versions are immutable: a publish writes a new key under WATCH/MULTI, so it lands whole or not at
-all, and re-publishing an existing or older version is refused. Every change is also appended to
-the `mesh:events` stream, which the running mesh follows to deploy what gets installed.
+Versions are immutable: a publish writes under WATCH/MULTI, so it lands whole or not at all, and
+re-publishing an existing or lower version is refused. Every change is also appended to the
+`mesh:events` stream, which the running mesh follows to deploy what gets installed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel
 
 from registry import keys
-from registry.errors import ConflictError, NotFoundError, RegistryUnavailableError
+from registry.auth import Principal, TokenStore
+from registry.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from registry.manifest import SpecialistManifest, manifest_json, version_key
+from registry.redis_server import redis_errors
+from registry.stats import StatsStore
 
 LATEST = "latest"
-EventKind = Literal["publish", "install", "uninstall"]
+ALL_VERSIONS = "*"
+WATCH_RETRIES = 20
+EventKind = Literal["publish", "install", "uninstall", "deprecate", "yank", "delete"]
 
 
 class RegistryEvent(BaseModel):
@@ -30,6 +39,29 @@ class RegistryEvent(BaseModel):
     version: str
 
 
+class InstallState(BaseModel):
+    """How a specialist is installed: its pin ("latest" follows new publishes) and the version."""
+
+    pin: str
+    version: str
+
+
+class SpecialistInfo(BaseModel):
+    """Everything the store knows about one name, for `show`, the API and the UI."""
+
+    manifest: SpecialistManifest
+    owner: str
+    versions: list[str]
+    deprecated: dict[str, str]  # version or "*" -> reason
+    yanked: dict[str, str]  # version -> reason
+    installed: InstallState | None
+
+    @property
+    def deprecation(self) -> str | None:
+        """Why the shown version is deprecated, if it is."""
+        return self.deprecated.get(self.manifest.version) or self.deprecated.get(ALL_VERSIONS)
+
+
 class Registry:
     """Publish, look up and install specialists. Holds a redis client with decode_responses."""
 
@@ -37,6 +69,8 @@ class Registry:
         # decode_responses=True: replies are str, which redis-py's types cannot express.
         self.client: Any = client
         self.url = url
+        self.tokens = TokenStore(self.client, url)
+        self.stats = StatsStore(self.client, url)
 
     @classmethod
     def from_url(cls, url: str) -> Registry:
@@ -44,61 +78,116 @@ class Registry:
 
         return cls(connect(url), url)
 
-    # -- writes ---------------------------------------------------------------------------
-    def publish(self, manifest: SpecialistManifest, *, install: bool = False) -> SpecialistManifest:
-        """Store a new immutable version; refuse an existing or lower version (409)."""
+    def principal(self, token: str | None, admin_token: str | None) -> Principal:
+        return self.tokens.principal(token, admin_token)
+
+    # -- publishing -----------------------------------------------------------------------
+    def publish(
+        self,
+        manifest: SpecialistManifest,
+        principal: Principal | None = None,
+        *,
+        install: bool = False,
+    ) -> SpecialistManifest:
+        """Store a new immutable version; refuse an existing or lower version (409).
+
+        Installed specialists pinned to "latest" move to the new version in the same
+        transaction; with `install`, a specialist not yet installed is installed.
+        """
+        principal = principal or Principal()
         name, version = manifest.name, manifest.version
-        versions_key = keys.versions(name)
-        try:
-            with self._errors(), self.client.pipeline(transaction=True) as pipe:
-                pipe.watch(versions_key)
-                existing: list[str] = pipe.zrange(versions_key, 0, -1)
-                if version in existing:
-                    raise ConflictError(
-                        f"{manifest.ref} is already published and versions are immutable; "
-                        "bump 'version' to publish a change",
-                        param="version",
-                    )
-                latest = max(existing, key=version_key) if existing else None
-                if latest is not None and version_key(version) < version_key(latest):
-                    raise ConflictError(
-                        f"{manifest.ref} is lower than the latest published {name}@{latest}; "
-                        "versions only move forward",
-                        param="version",
-                    )
-                pipe.multi()
-                pipe.set(keys.manifest(name, version), manifest_json(manifest))
-                pipe.zadd(versions_key, {version: time.time()})
-                pipe.sadd(keys.SPECIALISTS, name)
-                self._event(pipe, "publish", name, version)
-                if install:
-                    pipe.hset(keys.INSTALLED, name, LATEST)
-                    self._event(pipe, "install", name, LATEST)
-                pipe.execute()
-        except redis.WatchError:
-            raise ConflictError(
-                f"{name} was published concurrently; retry", param="version"
-            ) from None
+
+        def write(pipe: Any) -> None:
+            pipe.watch(keys.versions(name), keys.meta(name), keys.INSTALLED)
+            existing: list[str] = pipe.zrange(keys.versions(name), 0, -1)
+            owner: str | None = pipe.hget(keys.meta(name), "owner")
+            _check_publish(manifest, existing, owner, principal)
+            state = _state(pipe.hget(keys.INSTALLED, name))
+            pipe.multi()
+            pipe.set(keys.manifest(name, version), manifest_json(manifest))
+            pipe.zadd(keys.versions(name), {version: time.time()})
+            pipe.sadd(keys.SPECIALISTS, name)
+            pipe.hsetnx(keys.meta(name), "owner", manifest.owner)
+            pipe.hsetnx(keys.meta(name), "created_at", str(time.time()))
+            _event(pipe, "publish", name, version)
+            if (state is not None and state.pin == LATEST) or (state is None and install):
+                pipe.hset(
+                    keys.INSTALLED,
+                    name,
+                    InstallState(pin=LATEST, version=version).model_dump_json(),
+                )
+                _event(pipe, "install", name, version)
+
+        self._transaction(write)
         return manifest
 
-    def install(self, name: str, version: str = LATEST) -> None:
-        """Mark a published specialist (a version, or the latest) as installed in this mesh."""
-        if version == LATEST:
-            self.get(name)
-        else:
+    def deprecate(self, name: str, version: str | None, reason: str, principal: Principal) -> None:
+        """Flag a version (or all versions) as deprecated: still served, shown as such."""
+        target = version or ALL_VERSIONS
+        if version:
             self.get(name, version)
+        principal.require_owner(self.owner(name), f"deprecating {name}")
         with self._errors(), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.INSTALLED, name, version)
-            self._event(pipe, "install", name, version)
+            pipe.hset(keys.meta(name), f"deprecated:{target}", reason or "deprecated")
+            _event(pipe, "deprecate", name, target)
             pipe.execute()
 
-    def uninstall(self, name: str) -> None:
+    def yank(self, name: str, version: str, reason: str, principal: Principal) -> None:
+        """A yanked version cannot be installed; a running one keeps serving, with a warning."""
+        self.get(name, version)
+        principal.require_owner(self.owner(name), f"yanking {name}@{version}")
+        with self._errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.meta(name), f"yanked:{version}", reason or "yanked")
+            _event(pipe, "yank", name, version)
+            pipe.execute()
+
+    def delete(self, name: str, principal: Principal) -> None:
+        """Remove a specialist with every version, its stats, and its install."""
+        versions = self.versions(name)
+        principal.require_owner(self.owner(name), f"deleting {name}")
+        with self._errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(*[keys.manifest(name, v) for v in versions], *keys.all_for(name))
+            pipe.srem(keys.SPECIALISTS, name)
+            pipe.hdel(keys.INSTALLED, name)
+            _event(pipe, "delete", name, "")
+            pipe.execute()
+
+    # -- installing -----------------------------------------------------------------------
+    def install(
+        self, name: str, version: str = LATEST, principal: Principal | None = None
+    ) -> InstallState:
+        """Install a published specialist at a version, or at the latest one not yanked."""
+        (principal or Principal(operator=True)).require_operator(f"installing {name}")
+        info = self.info(name)
+        if version == LATEST:
+            candidates = [v for v in info.versions if v not in info.yanked]
+            if not candidates:
+                raise ConflictError(f"every version of {name} is yanked", param="version")
+            resolved = candidates[-1]
+        else:
+            if version not in info.versions:
+                raise NotFoundError(f"{name}@{version} is not published", param="version")
+            if version in info.yanked:
+                raise ConflictError(
+                    f"{name}@{version} is yanked ({info.yanked[version]}) and cannot be installed",
+                    param="version",
+                )
+            resolved = version
+        state = InstallState(pin=version, version=resolved)
+        with self._errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.INSTALLED, name, state.model_dump_json())
+            _event(pipe, "install", name, resolved)
+            pipe.execute()
+        return state
+
+    def uninstall(self, name: str, principal: Principal | None = None) -> None:
+        (principal or Principal(operator=True)).require_operator(f"uninstalling {name}")
         with self._errors():
             if not self.client.hexists(keys.INSTALLED, name):
                 raise NotFoundError(f"specialist '{name}' is not installed", param="name")
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hdel(keys.INSTALLED, name)
-                self._event(pipe, "uninstall", name, "")
+                _event(pipe, "uninstall", name, "")
                 pipe.execute()
 
     # -- reads ----------------------------------------------------------------------------
@@ -124,23 +213,53 @@ class Registry:
         with self._errors():
             return bool(self.client.exists(keys.manifest(name, version)))
 
+    def owner(self, name: str) -> str:
+        with self._errors():
+            owner = self.client.hget(keys.meta(name), "owner")
+        if owner is None:
+            raise NotFoundError(f"no specialist named '{name}' is published", param="name")
+        return str(owner)
+
+    def info(self, name: str, version: str | None = None) -> SpecialistInfo:
+        versions = self.versions(name)
+        manifest = self.get(name, version)
+        with self._errors():
+            meta: dict[str, str] = self.client.hgetall(keys.meta(name))
+            state = _state(self.client.hget(keys.INSTALLED, name))
+        return SpecialistInfo(
+            manifest=manifest,
+            owner=meta.get("owner", manifest.owner),
+            versions=versions,
+            deprecated=_prefixed(meta, "deprecated:"),
+            yanked=_prefixed(meta, "yanked:"),
+            installed=state,
+        )
+
     def names(self) -> list[str]:
         with self._errors():
             return sorted(self.client.smembers(keys.SPECIALISTS))
 
-    def latest(self) -> list[SpecialistManifest]:
-        """The latest version of every published specialist, by name."""
-        return [self.get(name) for name in self.names()]
+    def latest(
+        self, *, tag: str | None = None, owner: str | None = None
+    ) -> list[SpecialistManifest]:
+        """The latest version of every published specialist, by name, optionally filtered."""
+        found = [self.get(name) for name in self.names()]
+        return [
+            m
+            for m in found
+            if (tag is None or tag in m.tags) and (owner is None or m.owner == owner)
+        ]
 
     def installed(self) -> dict[str, SpecialistManifest]:
         """Installed specialists resolved to the manifest each should run."""
-        with self._errors():
-            pins: dict[str, str] = self.client.hgetall(keys.INSTALLED)
-        return {name: self.get(name, pin) for name, pin in sorted(pins.items())}
+        return {name: self.get(name, s.version) for name, s in self.install_states().items()}
 
-    def installed_pins(self) -> dict[str, str]:
+    def install_states(self) -> dict[str, InstallState]:
         with self._errors():
-            return dict(self.client.hgetall(keys.INSTALLED))
+            raw: dict[str, str] = self.client.hgetall(keys.INSTALLED)
+        return {
+            name: InstallState.model_validate_json(value) for name, value in sorted(raw.items())
+        }
 
     # -- events ---------------------------------------------------------------------------
     def last_event_id(self) -> str:
@@ -158,23 +277,68 @@ class Registry:
             for event_id, fields in entries
         ]
 
-    @staticmethod
-    def _event(pipe: redis.client.Pipeline, kind: EventKind, name: str, version: str) -> None:
-        pipe.xadd(
-            keys.EVENTS,
-            {"kind": kind, "name": name, "version": version},
-            maxlen=keys.EVENTS_MAXLEN,
-            approximate=True,
-        )
+    # -- plumbing -------------------------------------------------------------------------
+    def _transaction(self, write: Callable[[Any], None]) -> None:
+        """Run `write` under WATCH/MULTI, retrying when a watched key changed meanwhile."""
+        for _ in range(WATCH_RETRIES):
+            try:
+                with self._errors(), self.client.pipeline(transaction=True) as pipe:
+                    write(pipe)
+                    pipe.execute()
+                return
+            except redis.WatchError:
+                continue
+        raise ConflictError("the store changed concurrently too often; retry")
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
-        return _redis_errors(self.url)
+        return redis_errors(self.url)
 
 
-@contextlib.contextmanager
-def _redis_errors(url: str) -> Iterator[None]:
-    """Turn connection failures into RegistryUnavailableError naming the URL."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise RegistryUnavailableError(f"cannot reach Redis at {url}: {error}") from None
+def _check_publish(
+    manifest: SpecialistManifest, existing: list[str], owner: str | None, principal: Principal
+) -> None:
+    if owner is not None:
+        principal.require_owner(owner, f"publishing a new version of {manifest.name}")
+        if manifest.owner != owner:
+            raise ConflictError(
+                f"{manifest.name} is owned by '{owner}'; "
+                f"the manifest says owner '{manifest.owner}'",
+                param="owner",
+            )
+    elif principal.owner is not None and principal.owner != manifest.owner and not principal.admin:
+        raise PermissionDeniedError(
+            f"your token belongs to '{principal.owner}' but the manifest's owner is "
+            f"'{manifest.owner}'"
+        )
+    if manifest.version in existing:
+        raise ConflictError(
+            f"{manifest.ref} is already published and versions are immutable; "
+            "bump 'version' to publish a change",
+            param="version",
+        )
+    latest = max(existing, key=version_key) if existing else None
+    if latest is not None and version_key(manifest.version) < version_key(latest):
+        raise ConflictError(
+            f"{manifest.ref} is lower than the latest published {manifest.name}@{latest}; "
+            "versions only move forward",
+            param="version",
+        )
+
+
+def _state(raw: str | None) -> InstallState | None:
+    return InstallState.model_validate_json(raw) if raw else None
+
+
+def _prefixed(meta: dict[str, str], prefix: str) -> dict[str, str]:
+    return {
+        key.removeprefix(prefix): value for key, value in meta.items() if key.startswith(prefix)
+    }
+
+
+def _event(pipe: Any, kind: EventKind, name: str, version: str) -> None:
+    pipe.xadd(
+        keys.EVENTS,
+        {"kind": kind, "name": name, "version": version},
+        maxlen=keys.EVENTS_MAXLEN,
+        approximate=True,
+    )

@@ -53,3 +53,28 @@ def manifest_data(name: str = "demo", version: str = "1.0.0", **overrides: objec
     }
     data.update(overrides)
     return data
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama saved as safetensors, with SmolLM2's tokenizer: loads in a second."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from specialists.catalog import SMOLLM2_SOURCE
+    from specialists.sources import resolve_source
+
+    folder = tmp_path_factory.mktemp("tiny")
+    source = resolve_source(SMOLLM2_SOURCE)
+    tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

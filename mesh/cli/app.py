@@ -5,7 +5,10 @@ Heavy imports live inside commands, so `mesh --help` is instant.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -40,10 +43,30 @@ UrlOption = Annotated[
 ]
 
 
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", help="Owner or admin token for the store (default: $MESH_TOKEN)."),
+]
+
+
 def load_settings() -> Any:
     from mesh.settings import MeshSettings
 
     return MeshSettings()
+
+
+@contextlib.contextmanager
+def open_store(token: str | None = None) -> Iterator[tuple[Any, Any]]:
+    """The registry (embedded Redis or MESH_REDIS_URL) and who is acting on it."""
+    from mesh.runtime import registry_for
+
+    settings = load_settings()
+    with registry_for(settings) as registry:
+        yield registry, registry.principal(token or settings.token, settings.admin_token)
+
+
+def echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
 
 
 def main() -> None:

@@ -1,30 +1,30 @@
-"""Store commands: publish and browse specialists in the registry."""
+"""Store commands: publish, browse and search specialists in the registry."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from mesh.cli.app import JsonFlag, app, load_settings
+from mesh.cli.app import JsonFlag, TokenOption, app, echo_json, load_settings, open_store
 
 
 @app.command()
 def register(
     file: Annotated[Path, typer.Argument(help="Manifest file (YAML or JSON).")],
+    token: TokenOption = None,
 ) -> None:
     """Publish a specialist manifest; a running mesh deploys it without a restart."""
-    from mesh.runtime import registry_for
     from registry import load_manifest
+    from registry.artifacts import pin_artifacts
 
-    manifest = load_manifest(file)
-    settings = load_settings()
-    with registry_for(settings) as registry:
-        registry.publish(manifest, install=settings.auto_install)
+    manifest = pin_artifacts(load_manifest(file))
+    auto_install = load_settings().auto_install
+    with open_store(token) as (registry, principal):
+        registry.publish(manifest, principal, install=auto_install)
     typer.echo(f"published {manifest.ref}")
-    if settings.auto_install:
+    if auto_install:
         typer.echo(
             f"installed {manifest.name}: a running mesh deploys it now ('mesh list' to check)"
         )
@@ -34,30 +34,40 @@ app.command("publish", help="Alias of 'register'.")(register)
 
 
 @app.command("list")
-def list_specialists(as_json: JsonFlag = False) -> None:
-    """List published specialists and whether this mesh has them installed."""
-    from mesh.runtime import registry_for
-
-    with registry_for(load_settings()) as registry:
-        pins = registry.installed_pins()
-        rows: list[dict[str, Any]] = [
-            {
-                "name": m.name,
-                "version": m.version,
-                "installed": m.name in pins,
-                "owner": m.owner,
-                "description": m.description,
-            }
-            for m in registry.latest()
-        ]
+def list_specialists(
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Only specialists with this tag.")
+    ] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List published specialists ('*' marks the installed ones)."""
+    with open_store() as (registry, _):
+        states = registry.install_states()
+        infos = [registry.info(m.name) for m in registry.latest(tag=tag, owner=owner)]
+    rows = [
+        {
+            "name": info.manifest.name,
+            "version": info.manifest.version,
+            "installed": states[info.manifest.name].version
+            if info.manifest.name in states
+            else None,
+            "owner": info.owner,
+            "tags": info.manifest.tags,
+            "deprecated": info.deprecation,
+            "description": info.manifest.description,
+        }
+        for info in infos
+    ]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
     if not rows:
-        typer.echo("No specialists published yet - publish one with 'mesh register FILE'.")
+        typer.echo("No specialists found - publish one with 'mesh register FILE'.")
     for row in rows:
         mark = "*" if row["installed"] else " "
-        typer.echo(f"{mark} {row['name']:<20} {row['version']:<10} {row['description'][:70]}")
+        flag = " [deprecated]" if row["deprecated"] else ""
+        typer.echo(f"{mark} {row['name']:<20} {row['version']:<10} {row['description'][:60]}{flag}")
 
 
 @app.command()
@@ -65,24 +75,87 @@ def show(
     name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Show one specialist's manifest and versions."""
-    from mesh.runtime import registry_for
-
+    """Show one specialist: card, versions, examples, install state and usage stats."""
     name, _, version = name.partition("@")
-    with registry_for(load_settings()) as registry:
-        manifest = registry.get(name, version or None)
-        versions = registry.versions(name)
-        installed = registry.installed_pins().get(name)
-    body = {**manifest.model_dump(mode="json"), "versions": versions, "installed": installed}
+    with open_store() as (registry, _):
+        info = registry.info(name, version or None)
+        stats = registry.stats.get(name)
     if as_json:
-        typer.echo(json.dumps(body, indent=2))
+        echo_json({**info.model_dump(mode="json"), "stats": stats.model_dump()})
         return
-    typer.echo(f"{manifest.ref}  ({'installed: ' + installed if installed else 'not installed'})")
+    manifest = info.manifest
+    installed = f"installed: {info.installed.version}" if info.installed else "not installed"
+    typer.echo(f"{manifest.ref}  ({installed})")
+    if info.deprecation:
+        typer.echo(f"DEPRECATED: {info.deprecation}")
+    if manifest.version in info.yanked:
+        typer.echo(f"YANKED: {info.yanked[manifest.version]}")
     typer.echo(
-        f"owner: {manifest.owner}   license: {manifest.license}   tags: {', '.join(manifest.tags)}"
+        f"owner: {info.owner}   license: {manifest.license}   tags: {', '.join(manifest.tags)}"
     )
-    typer.echo(f"versions: {', '.join(versions)}")
+    typer.echo(f"versions: {', '.join(info.versions)}")
     typer.echo(f"model: {manifest.model.engine} {manifest.model.source}")
+    typer.echo(
+        f"usage: {stats.requests} requests ({stats.routed} routed, {stats.pinned} pinned), "
+        f"{stats.errors} errors, p50 {stats.p50_ms or 0:.0f} ms, "
+        f"{stats.thumbs_up} up / {stats.thumbs_down} down"
+    )
     typer.echo(f"\n{manifest.description}\n\nexamples:")
     for example in manifest.examples:
         typer.echo(f"  - {example}")
+    if manifest.card:
+        typer.echo(f"\n{manifest.card.strip()}")
+
+
+@app.command()
+def versions(name: str, as_json: JsonFlag = False) -> None:
+    """List a specialist's published versions with their flags."""
+    with open_store() as (registry, _):
+        info = registry.info(name)
+    rows = [
+        {
+            "version": version,
+            "installed": bool(info.installed and info.installed.version == version),
+            "deprecated": info.deprecated.get(version) or info.deprecated.get("*"),
+            "yanked": info.yanked.get(version),
+        }
+        for version in info.versions
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        flags = [
+            "installed" if row["installed"] else "",
+            f"deprecated: {row['deprecated']}" if row["deprecated"] else "",
+            f"yanked: {row['yanked']}" if row["yanked"] else "",
+        ]
+        typer.echo(f"{row['version']:<12} {'  '.join(f for f in flags if f)}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What you are looking for.")],
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 10,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search the store by meaning (the router's encoder) and by plain text."""
+    from transformers.utils import logging as transformers_logging
+
+    from mesh.search import rank, search_texts, semantic_scores
+    from router.encoder import SentenceTransformerEncoder
+
+    transformers_logging.disable_progress_bar()
+
+    with open_store() as (registry, _):
+        manifests = registry.latest()
+    semantic = semantic_scores(
+        SentenceTransformerEncoder(), query, {m.name: search_texts(m) for m in manifests}
+    )
+    hits = rank(manifests, query, semantic, limit)
+    if as_json:
+        echo_json([hit.model_dump() for hit in hits])
+        return
+    for hit in hits:
+        match = " (text match)" if hit.text_match else ""
+        typer.echo(f"{hit.score:5.2f}  {hit.name:<20} {hit.description[:60]}{match}")

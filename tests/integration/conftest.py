@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import free_port
 
 STARTUP_TIMEOUT_S = 900
+ADMIN_TOKEN = "test-admin-token"
+REDIS_RESTART_DELAY_S = 8
 
 
 @dataclass
@@ -28,7 +30,12 @@ class RunningMesh:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"MESH_HOME": str(self.home), "MESH_PORT": self.base_url.rsplit(":", 1)[1]}
+        """What a CLI call needs to reach this mesh and its store."""
+        return {
+            "MESH_HOME": str(self.home),
+            "MESH_PORT": self.base_url.rsplit(":", 1)[1],
+            "MESH_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -39,7 +46,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     home = tmp_path_factory.mktemp("mesh-home")
     port = free_port()
     log = home / "mesh-up.log"
-    env = {**os.environ, "MESH_HOME": str(home), "MESH_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "MESH_HOME": str(home),
+        "MESH_PORT": str(port),
+        "MESH_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MESH_REDIS_RESTART_DELAY_S": str(REDIS_RESTART_DELAY_S),
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop("MESH_REDIS_URL", None)
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -15,30 +15,6 @@ pytestmark = pytest.mark.slow
 HELLO = [ChatMessage(role="user", content="Say hello in one short sentence.")]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer Llama saved as safetensors, with SmolLM2's tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from specialists.sources import resolve_source
-
-    folder = tmp_path_factory.mktemp("tiny")
-    source = resolve_source(SMOLLM2_SOURCE)
-    tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _engine(source: str):  # type: ignore[no-untyped-def]
     manifest = parse_manifest(manifest_data(model={"source": source}, system_prompt="Be kind."))
     engine = engine_class("transformers")(manifest)

@@ -1,0 +1,150 @@
+"""Lifecycle commands: install, uninstall, deprecate, yank, delete, events, export, import."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mesh.cli.app import JsonFlag, TokenOption, app, echo_json, open_store
+
+
+@app.command()
+def install(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (default: latest)")],
+    token: TokenOption = None,
+) -> None:
+    """Install a specialist in this mesh; the running mesh deploys it."""
+    name, _, version = ref.partition("@")
+    with open_store(token) as (registry, principal):
+        state = registry.install(name, version or "latest", principal)
+    typer.echo(f"installed {name}@{state.version} (pinned to {state.pin})")
+
+
+@app.command()
+def uninstall(name: str, token: TokenOption = None) -> None:
+    """Remove a specialist from this mesh (it stays published in the store)."""
+    with open_store(token) as (registry, principal):
+        registry.uninstall(name, principal)
+    typer.echo(f"uninstalled {name}")
+
+
+@app.command()
+def deprecate(
+    ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME@VERSION")],
+    reason: Annotated[str, typer.Option("--reason", help="Shown to users.")],
+    token: TokenOption = None,
+) -> None:
+    """Flag a specialist (or one version) as deprecated: still served, marked everywhere."""
+    name, _, version = ref.partition("@")
+    with open_store(token) as (registry, principal):
+        registry.deprecate(name, version or None, reason, principal)
+    typer.echo(f"deprecated {ref}: {reason}")
+
+
+@app.command()
+def yank(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
+    reason: Annotated[str, typer.Option("--reason")] = "yanked",
+    token: TokenOption = None,
+) -> None:
+    """Stop a version from being installed; a running copy keeps serving, with a warning."""
+    name, _, version = ref.partition("@")
+    if not version:
+        raise typer.BadParameter("give NAME@VERSION: yank applies to one version")
+    with open_store(token) as (registry, principal):
+        registry.yank(name, version, reason, principal)
+    typer.echo(f"yanked {ref}: {reason}")
+
+
+@app.command()
+def delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    token: TokenOption = None,
+) -> None:
+    """Delete a specialist with all its versions and stats."""
+    if not yes:
+        typer.confirm(f"Delete {name} and every version of it?", abort=True)
+    with open_store(token) as (registry, principal):
+        registry.delete(name, principal)
+    typer.echo(f"deleted {name}")
+
+
+@app.command()
+def events(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the store's event stream (publish, install, uninstall, deprecate, yank, delete)."""
+    with open_store() as (registry, _):
+        last = "0-0"
+        while True:
+            batch = registry.events(last, block_ms=1000 if follow else None)
+            for event in batch:
+                if as_json:
+                    typer.echo(event.model_dump_json())
+                else:
+                    millis = int(event.id.split("-")[0])
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(millis / 1000))
+                    ref = f"{event.name}@{event.version}" if event.version else event.name
+                    typer.echo(f"{stamp}  {event.kind:<10} {ref}")
+                last = event.id
+            if not follow and len(batch) < 100:
+                return
+
+
+@app.command("export")
+def export_command(file: Annotated[Path, typer.Argument(help="Where to write the JSON.")]) -> None:
+    """Write the whole store (manifests, owners, token hashes, installs, stats) as JSON."""
+    from registry.transfer import export_store
+
+    with open_store() as (registry, _):
+        document = export_store(registry)
+    file.write_text(document.model_dump_json(indent=2))
+    typer.echo(f"exported {len(document.specialists)} specialists to {file}")
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="A file from 'mesh export'.")],
+) -> None:
+    """Load an exported store into an empty Redis."""
+    from registry.errors import ManifestError
+    from registry.transfer import import_store
+
+    try:
+        document = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise ManifestError(f"cannot read {file}: {error}") from None
+    with open_store() as (registry, _):
+        count = import_store(registry, document)
+    typer.echo(f"imported {count} specialists from {file}")
+
+
+token_app = typer.Typer(help="Store tokens: who may publish new versions of a specialist.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    owner: Annotated[str, typer.Option("--owner", help="The owner the token acts for.")],
+    token: TokenOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Issue a token for an owner (shown once; only its hash is stored)."""
+    with open_store(token) as (registry, principal):
+        principal.require_operator("creating tokens")
+        issued = registry.tokens.create(owner)
+    if as_json:
+        echo_json({"owner": owner, "token": issued})
+        return
+    typer.echo(issued)
+    typer.echo(
+        f"token for owner '{owner}': keep it secret; pass it as --token or MESH_TOKEN", err=True
+    )

@@ -1,0 +1,239 @@
+"""The store over HTTP: browse, search, publish, install and rate specialists.
+
+Same rules as the CLI (see `registry.auth`). Write endpoints take the store token (owner or
+admin) in `Authorization: Bearer`; read endpoints are guarded by the API keys when configured.
+The routes are module-level functions on purpose: `@serve.ingress` pickles the gateway's class
+routes by value, while these are imported by reference inside the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field
+from ray.serve.handle import DeploymentHandle
+
+from mesh.http_auth import bearer, check_api_key
+from mesh.live import LiveFollower
+from mesh.search import rank, search_texts
+from mesh.settings import MeshSettings
+from registry import (
+    LATEST,
+    InvalidRequestError,
+    Principal,
+    Registry,
+    SpecialistInfo,
+    UnavailableError,
+    parse_manifest,
+    parse_manifest_text,
+)
+from registry.artifacts import pin_artifacts
+
+router = APIRouter()
+
+
+@dataclass
+class StoreService:
+    """What the store routes need from the gateway replica that hosts them."""
+
+    settings: MeshSettings
+    follower: LiveFollower
+    router_handle: DeploymentHandle
+    registry: Registry | None = None
+
+    def store(self) -> Registry:
+        if self.registry is None:
+            self.registry = Registry.from_url(str(self.settings.redis_url))
+        return self.registry
+
+    async def call(self, method: Any, *args: Any) -> Any:
+        """Run a blocking registry call off the event loop."""
+        return await asyncio.to_thread(method, *args)
+
+    async def principal(self, authorization: str | None) -> Principal:
+        store = self.store()
+        return await self.call(store.principal, bearer(authorization), self.settings.admin_token)
+
+
+_service: StoreService | None = None
+
+
+def bind(service: StoreService) -> None:
+    """Called once by the gateway replica's constructor."""
+    global _service
+    _service = service
+
+
+def service() -> StoreService:
+    if _service is None:
+        raise UnavailableError("the store API is not initialised yet")
+    return _service
+
+
+class InstallRequest(BaseModel):
+    version: str = LATEST
+
+
+class DeprecateRequest(BaseModel):
+    version: str | None = None
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class YankRequest(BaseModel):
+    version: str
+    reason: str = Field("yanked", max_length=500)
+
+
+class FeedbackRequest(BaseModel):
+    id: str = Field(description="The `id` of a chat completion.")
+    rating: Literal["up", "down"]
+
+
+def card(info: SpecialistInfo, live: bool, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary the UI shows as a card."""
+    manifest = info.manifest
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "description": manifest.description,
+        "owner": info.owner,
+        "tags": manifest.tags,
+        "installed": info.installed.version if info.installed else None,
+        "live": live,
+        "deprecated": info.deprecation,
+        "yanked": info.yanked.get(manifest.version),
+        "stats": stats,
+    }
+
+
+@router.get("/v1/specialists")
+async def list_specialists(
+    tag: str | None = None,
+    owner: str | None = None,
+    q: str | None = Query(None, description="Search by meaning and text."),
+    authorization: str | None = Header(None),
+) -> dict[str, Any]:
+    svc = service()
+    check_api_key(svc.settings.api_keys, authorization)
+    store = svc.store()
+    manifests = await svc.call(lambda: store.latest(tag=tag, owner=owner))
+    order = [m.name for m in manifests]
+    scores: dict[str, float] = {}
+    if q and q.strip():
+        texts = {m.name: search_texts(m) for m in manifests}
+        semantic = await svc.router_handle.semantic_scores.remote(q, texts)
+        hits = rank(manifests, q, semantic, limit=len(manifests))
+        order = [hit.name for hit in hits]
+        scores = {hit.name: hit.score for hit in hits}
+    live = svc.follower.view.specialists
+    data = []
+    for name in order:
+        info = await svc.call(store.info, name)
+        stats = (await svc.call(store.stats.get, name)).model_dump()
+        data.append({**card(info, name in live, stats), "score": scores.get(name)})
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/specialists/{name}")
+async def show_specialist(
+    name: str, version: str | None = None, authorization: str | None = Header(None)
+) -> dict[str, Any]:
+    svc = service()
+    check_api_key(svc.settings.api_keys, authorization)
+    store = svc.store()
+    info = await svc.call(store.info, name, version)
+    stats = (await svc.call(store.stats.get, name)).model_dump()
+    return {
+        **card(info, name in svc.follower.view.specialists, stats),
+        "versions": info.versions,
+        "deprecations": info.deprecated,
+        "yanked_versions": info.yanked,
+        "card": info.manifest.card,
+        "manifest": info.manifest.model_dump(mode="json"),
+    }
+
+
+@router.post("/v1/specialists", status_code=201)
+async def publish(request: Request, authorization: str | None = Header(None)) -> dict[str, Any]:
+    """Publish a manifest sent as JSON, or as YAML with a YAML content type."""
+    svc = service()
+    principal = await svc.principal(authorization)
+    raw = await request.body()
+    if len(raw) > 1_000_000:
+        raise InvalidRequestError("manifest is larger than 1 MB")
+    text = raw.decode("utf-8", errors="replace")
+    if "yaml" in request.headers.get("content-type", ""):
+        manifest = parse_manifest_text(text, source="request body")
+    else:
+        try:
+            data = await request.json()
+        except ValueError:
+            raise InvalidRequestError(
+                "body is not valid JSON (send YAML as application/yaml)"
+            ) from None
+        manifest = parse_manifest(data, source="request body")
+    manifest = await svc.call(pin_artifacts, manifest)
+    store = svc.store()
+    await svc.call(lambda: store.publish(manifest, principal, install=svc.settings.auto_install))
+    return {"published": manifest.ref, "installed": svc.settings.auto_install}
+
+
+@router.post("/v1/specialists/{name}/install")
+async def install(
+    name: str, body: InstallRequest | None = None, authorization: str | None = Header(None)
+) -> dict[str, Any]:
+    svc = service()
+    principal = await svc.principal(authorization)
+    version = body.version if body else LATEST
+    state = await svc.call(svc.store().install, name, version, principal)
+    return {"installed": name, **state.model_dump()}
+
+
+@router.delete("/v1/specialists/{name}/install")
+async def uninstall(name: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+    svc = service()
+    principal = await svc.principal(authorization)
+    await svc.call(svc.store().uninstall, name, principal)
+    return {"uninstalled": name}
+
+
+@router.post("/v1/specialists/{name}/deprecate")
+async def deprecate(
+    name: str, body: DeprecateRequest, authorization: str | None = Header(None)
+) -> dict[str, Any]:
+    svc = service()
+    principal = await svc.principal(authorization)
+    await svc.call(svc.store().deprecate, name, body.version, body.reason, principal)
+    return {"deprecated": name, "version": body.version or "*", "reason": body.reason}
+
+
+@router.post("/v1/specialists/{name}/yank")
+async def yank(
+    name: str, body: YankRequest, authorization: str | None = Header(None)
+) -> dict[str, Any]:
+    svc = service()
+    principal = await svc.principal(authorization)
+    await svc.call(svc.store().yank, name, body.version, body.reason, principal)
+    return {"yanked": f"{name}@{body.version}", "reason": body.reason}
+
+
+@router.delete("/v1/specialists/{name}")
+async def delete(name: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+    svc = service()
+    principal = await svc.principal(authorization)
+    await svc.call(svc.store().delete, name, principal)
+    return {"deleted": name}
+
+
+@router.post("/v1/feedback")
+async def feedback(
+    body: FeedbackRequest, authorization: str | None = Header(None)
+) -> dict[str, Any]:
+    """Thumbs up/down for a completion, counted in its specialist's usage stats."""
+    svc = service()
+    check_api_key(svc.settings.api_keys, authorization)
+    name = await svc.call(svc.store().stats.feedback, body.id, body.rating)
+    return {"id": body.id, "specialist": name, "rating": body.rating}

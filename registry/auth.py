@@ -1,0 +1,81 @@
+"""Owners, tokens and who may do what in the store.
+
+Tokens are random and shown once; only their sha256 is stored. The admin token is a setting
+(`MESH_ADMIN_TOKEN`), never stored. Rules, the same for the CLI and HTTP:
+- the first publisher of a name owns it (as the manifest's `owner`);
+- new versions, deprecate, yank and delete need the owner's token or the admin token;
+- operator actions (install, uninstall, token create) need the admin token when one is
+  configured, and are open when none is (a single-user laptop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from pydantic import BaseModel
+
+from registry import keys
+from registry.errors import AuthenticationError, PermissionDeniedError
+from registry.redis_server import redis_errors
+
+TOKEN_PREFIX = "msh_"
+
+
+class Principal(BaseModel):
+    """Who is acting: the owner their token belongs to, and whether they are an operator."""
+
+    owner: str | None = None
+    admin: bool = False
+    operator: bool = False
+
+    def require_operator(self, action: str) -> None:
+        if not self.operator:
+            raise PermissionDeniedError(f"{action} needs the admin token (MESH_ADMIN_TOKEN)")
+
+    def require_owner(self, owner: str, action: str) -> None:
+        if self.admin or (self.owner is not None and self.owner == owner):
+            return
+        if self.owner is None:
+            raise AuthenticationError(
+                f"{action} needs the token of owner '{owner}' or the admin token: "
+                "pass --token or set MESH_TOKEN"
+            )
+        raise PermissionDeniedError(
+            f"{action} is for owner '{owner}' or an admin; your token belongs to '{self.owner}'"
+        )
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    def __init__(self, client: Any, url: str) -> None:
+        self.client = client
+        self.url = url
+
+    def create(self, owner: str) -> str:
+        """Issue a new token for `owner`; the plain token is returned once and never stored."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with redis_errors(self.url):
+            self.client.hset(keys.TOKENS, token_hash(token), owner)
+        return token
+
+    def owner_of(self, token: str) -> str | None:
+        with redis_errors(self.url):
+            owner = self.client.hget(keys.TOKENS, token_hash(token))
+        return str(owner) if owner is not None else None
+
+    def principal(self, token: str | None, admin_token: str | None) -> Principal:
+        """Resolve a presented token. A token that matches nothing is refused, not ignored."""
+        if not token:
+            return Principal(operator=not admin_token)
+        if admin_token and hmac.compare_digest(token, admin_token):
+            return Principal(admin=True, operator=True)
+        owner = self.owner_of(token)
+        if owner is None:
+            raise PermissionDeniedError("the token is not valid (unknown or revoked)")
+        return Principal(owner=owner, operator=not admin_token)
