@@ -149,6 +149,34 @@ def test_usage_stats_and_feedback(mesh: RunningMesh) -> None:
     assert unknown.status_code == 404
 
 
+def test_deprecate_yank_delete_over_http(mesh: RunningMesh, tiny_model_dir: Path) -> None:
+    url = f"{mesh.base_url}/v1/specialists/tiny"
+    result = CliRunner().invoke(
+        app,
+        ["token", "create", "--owner", "tiny-team", "--json", "--token", ADMIN_TOKEN],
+        env=mesh.env,
+    )
+    owner = {"Authorization": f"Bearer {json.loads(result.stdout)['token']}"}
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    anonymous = httpx.post(f"{url}/deprecate", json={"reason": "old"}, timeout=30)
+    assert anonymous.status_code == 401
+    deprecated = httpx.post(f"{url}/deprecate", json={"reason": "use tiny2"}, headers=owner)
+    assert deprecated.status_code == 200, deprecated.text
+    assert get_json(url)["deprecated"] == "use tiny2"
+
+    yanked = httpx.post(f"{url}/yank", json={"version": "0.2.0", "reason": "bad"}, headers=owner)
+    assert yanked.status_code == 200, yanked.text
+    refused = httpx.post(f"{url}/install", json={"version": "0.2.0"}, headers=admin, timeout=30)
+    assert refused.status_code == 409 and "yanked" in refused.json()["error"]["message"]
+    assert get_json(url)["yanked_versions"] == {"0.2.0": "bad"}
+
+    assert httpx.delete(url, timeout=30).status_code == 401
+    assert httpx.delete(url, headers=admin, timeout=30).status_code == 200
+    assert httpx.get(url, timeout=30).status_code == 404
+    wait_for(lambda: "tiny" not in live_versions(mesh), 120, "deleted tiny to leave the mesh")
+
+
 def test_mesh_serves_while_redis_is_down_and_recovers(
     mesh: RunningMesh, tiny_model_dir: Path
 ) -> None:
@@ -180,4 +208,4 @@ def test_mesh_serves_while_redis_is_down_and_recovers(
 
     wait_for(store_back, 60, "the store to come back")
     names = {card["name"] for card in get_json(f"{mesh.base_url}/v1/specialists")["data"]}
-    assert {"general", "code", "writing", "tiny"} <= names, "AOF restored every version"
+    assert {"general", "code", "writing"} <= names, "AOF restored every version"
