@@ -21,9 +21,11 @@ from mesh.controller import LiveView
 from mesh.errors import error_response, install_error_handlers
 from mesh.http_auth import check_api_key
 from mesh.live import LiveFollower
+from mesh.panel import AGGREGATE_INSTRUCTION, choose_aggregator, draft, panel_members
 from mesh.protocol import (
     ChatCompletionRequest,
     MeshInfo,
+    MeshOptions,
     Usage,
     chunk_body,
     completion_body,
@@ -41,8 +43,10 @@ from registry import (
 )
 from registry.errors import MeshError
 from router.decision import RouteDecision, RouteTarget
+from specialists.context import MeshContext
 from specialists.deployment import app_name
 from specialists.engine import GenerationParams, GenerationResult, TextDelta
+from specialists.messages import ORIGIN, Bounds, ContextState, TraceEvent
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="specialist-mesh", version="0.1.0")
@@ -73,7 +77,11 @@ async def _sse(
     )
     delta: TextDelta | None = first
     try:
+        for gateway_event in info.trace:  # gateway-level events (panel drafts) come first
+            yield _trace_chunk(id, model, gateway_event)
         while delta is not None:
+            for event in delta.trace:
+                yield _trace_chunk(id, model, event.dump())
             if delta.text:
                 yield _event(chunk_body(id=id, model=model, delta={"content": delta.text}))
             if delta.finish_reason:
@@ -100,6 +108,14 @@ async def _sse(
 
 def _event(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body)}\n\n"
+
+
+def _trace_chunk(id: str, model: str, event: dict[str, Any]) -> str:
+    """A trace event as an OpenAI chunk with no choices, so any client skips it safely."""
+    body = chunk_body(id=id, model=model, delta={})
+    body["choices"] = []
+    body["mesh"] = {"trace_event": event}
+    return _event(body)
 
 
 @serve.ingress(api)
@@ -130,6 +146,10 @@ class Gateway:
         self._check_auth(authorization)
         self._check_size(body)
         manifest, decision = await self._choose(body)
+        if body.mesh is not None and body.mesh.panel:
+            unknown = [n for n in body.mesh.panel if n not in self.follower.view.specialists]
+            if unknown:
+                raise NotFoundError(f"panel members not live: {', '.join(unknown)}", param="mesh")
         params = GenerationParams.merge(
             manifest.generation,
             max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -138,18 +158,48 @@ class Gateway:
             stop=body.stop_list(),
             seed=body.seed,
         ).model_dump()
-        info = MeshInfo(specialist=manifest.name, version=manifest.version, decision=decision)
-        handle = self._handle(manifest.name)
         response_id = completion_id()
+        state = ContextState(conversation_id=response_id, bounds=self._bounds(body.mesh))
+        live = set(self.follower.view.specialists)
+        members = panel_members(body.mesh, decision, live)
+        data: list[str] = []
+        trace: list[dict[str, Any]] = []
+        if members:
+            ctx = MeshContext(state, ORIGIN, sorted(live), sender_trust="user")
+            data = await draft(ctx, members, body.query())
+            if data:
+                data.append(AGGREGATE_INSTRUCTION)
+            name = choose_aggregator(members, body.mesh, self.settings.panel_aggregator)
+            manifest = self.follower.view.specialists[name]
+            decision = decision.model_copy(update={"mode": "panel"})
+            state = ctx.state
+            aggregate = TraceEvent.model_validate(
+                {
+                    "from": ORIGIN,
+                    "to": name,
+                    "hop": 0,
+                    "kind": "aggregate",
+                    "content": f"{len(data) - 1 if data else 0} drafts",
+                    "note": "writes the answer",
+                }
+            )
+            trace = [event.dump() for event in [*ctx.trace, aggregate]]
+        state = state.model_copy(update={"path": [manifest.name]})
+        info = MeshInfo(
+            specialist=manifest.name, version=manifest.version, decision=decision, trace=trace
+        )
+        handle = self._handle(manifest.name)
         finish = self.usage.start(manifest.name, routed=body.routed, response_id=response_id)
+        call = (body.chat(), params, state.model_dump(), data)
         if body.stream:
-            return await self._stream(handle, body, params, info, response_id, finish)
+            return await self._stream(handle, call, info, response_id, finish)
         try:
-            result: GenerationResult = await handle.chat.remote(body.chat(), params)
+            result: GenerationResult = await handle.chat.remote(*call)
         except Exception:
             finish(True)
             raise
         finish(False)
+        info.trace.extend(event.dump() for event in result.trace)
         usage = Usage(
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
@@ -263,15 +313,13 @@ class Gateway:
     async def _stream(
         self,
         handle: DeploymentHandle,
-        body: ChatCompletionRequest,
-        params: dict[str, Any],
+        call: tuple[Any, ...],
         info: MeshInfo,
         response_id: str,
         finish: Callable[[bool], None],
     ) -> StreamingResponse | JSONResponse:
         deltas = cast(
-            DeploymentResponseGenerator,
-            handle.options(stream=True).chat_stream.remote(body.chat(), params),
+            DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(*call)
         )
         try:
             first: TextDelta = await deltas.__anext__()
@@ -285,3 +333,22 @@ class Gateway:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    def _bounds(self, options: MeshOptions | None) -> Bounds:
+        """The settings' bounds, tightened by the request's `mesh` options where given."""
+        ceiling = Bounds(
+            max_hops=self.settings.max_hops,
+            max_fanout=self.settings.max_fanout,
+            token_budget=self.settings.token_budget,
+            deadline_s=self.settings.deadline_s,
+        )
+        if options is None:
+            return ceiling
+        requested = {
+            key: value
+            for key, value in options.model_dump(
+                include={"max_hops", "max_fanout", "token_budget", "deadline_s"}
+            ).items()
+            if value is not None
+        }
+        return ceiling.model_copy(update=requested).within(ceiling)

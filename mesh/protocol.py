@@ -32,6 +32,22 @@ class RequestMessage(BaseModel):
         return self.content or ""
 
 
+class MeshOptions(BaseModel):
+    """The `mesh` extension of a chat request (OpenAI clients: `extra_body={"mesh": {...}}`).
+
+    Bounds may only tighten the server's; `panel` asks several specialists and aggregates.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_hops: int | None = Field(None, ge=0)
+    max_fanout: int | None = Field(None, ge=1)
+    token_budget: int | None = Field(None, ge=1)
+    deadline_s: float | None = Field(None, gt=0)
+    panel: list[str] | None = Field(None, min_length=2, max_length=8)
+    aggregator: str | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's chat body the mesh honours; unknown OpenAI fields are ignored."""
 
@@ -47,6 +63,7 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = None
+    mesh: MeshOptions | None = None
 
     @field_validator("messages")
     @classmethod

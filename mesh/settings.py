@@ -32,6 +32,13 @@ class MeshSettings(BaseSettings):
     router_method: Literal["centroid", "knn"] = "knn"
     router_threshold: float = Field(0.2, ge=-1.0, le=1.0)
     auto_install: bool = Field(True, description="Install every newly published specialist.")
+    max_hops: int = Field(3, ge=0, le=10, description="Specialist-to-specialist hops per request.")
+    max_fanout: int = Field(4, ge=1, le=16, description="Asks one specialist may send per request.")
+    token_budget: int = Field(2048, ge=1, description="Generated tokens per request, all hops.")
+    deadline_s: float = Field(120.0, gt=0, description="Wall-clock limit per request.")
+    panel_aggregator: str | None = Field(
+        None, description="Who writes a panel's final answer (default: the top-ranked)."
+    )
     max_prompt_chars: int = Field(32_000, ge=1, description="Larger requests get HTTP 400.")
     max_messages: int = Field(256, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)

@@ -30,12 +30,14 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    engine: Literal["transformers"] = Field(
-        "transformers", description="Which engine runs the weights."
+    engine: Literal["transformers", "tool"] = Field(
+        "transformers",
+        description="'transformers' runs model weights; 'tool' runs an async Python function.",
     )
     source: str = Field(
-        description="Hub id (read from the local cache, offline), a local path, or "
-        "'package:<python package>/<file>' for weights shipped inside a pip package."
+        description="Hub id (read from the local cache, offline), a local path, "
+        "'package:<python package>/<file>' for weights shipped inside a pip package, or "
+        "'module:function' for a tool."
     )
     revision: str | None = Field(None, description="Hub revision or commit.")
     sha256: dict[str, str] = Field(

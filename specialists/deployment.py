@@ -2,6 +2,8 @@
 
 Each specialist gets its own application (`specialist-<name>`), so it has its own replicas,
 resources and autoscaling, and can be deployed, upgraded or removed without touching the others.
+Three entry points: `chat` (whole answer), `chat_stream` (deltas) for the gateway, and `receive`
+for messages from other specialists. All of them may delegate through a `MeshContext`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,15 @@ from ray import serve
 from ray.serve import Application
 
 from registry.manifest import SpecialistManifest
+from specialists.context import MeshContext, Reply
+from specialists.delegation import (
+    cite_missing,
+    data_block,
+    parse_directives,
+    plan,
+    strip_directives,
+    with_data,
+)
 from specialists.engine import (
     ChatMessage,
     Engine,
@@ -23,6 +34,8 @@ from specialists.engine import (
     TextDelta,
     engine_class,
 )
+from specialists.messages import ContextState, Message
+from specialists.tool_engine import ToolEngine
 
 APP_PREFIX = "specialist-"
 _DONE = object()
@@ -33,13 +46,28 @@ def app_name(specialist: str) -> str:
     return f"{APP_PREFIX}{specialist}"
 
 
+class _Prepared:
+    """A request after delegation: the messages to generate from and what tools said exactly."""
+
+    def __init__(self, messages: list[dict[str, str]], received: list[str]) -> None:
+        self.messages = messages
+        self.received = received
+        self.exact: list[tuple[str, str, str]] = []
+
+
 class SpecialistDeployment:
-    """Serves one specialist manifest: chat (whole answer) and chat_stream (deltas)."""
+    """Serves one specialist manifest."""
 
     def __init__(self, manifest: dict[str, Any]) -> None:
         self.manifest = SpecialistManifest.model_validate(manifest)
-        self.engine: Engine = engine_class(self.manifest.model.engine)(self.manifest)
-        self.engine.load()
+        self.tool: ToolEngine | None = None
+        self.engine: Engine | None = None
+        if self.manifest.model.engine == "tool":
+            self.tool = ToolEngine(self.manifest)
+            self.tool.load()
+        else:
+            self.engine = engine_class(self.manifest.model.engine)(self.manifest)
+            self.engine.load()
         # One generation at a time per replica: on CPU, parallel generate() calls only fight
         # for the same cores. Batching concurrent requests is the next step (see docs).
         self._lock = asyncio.Lock()
@@ -47,38 +75,153 @@ class SpecialistDeployment:
     def info(self) -> dict[str, Any]:
         return {"name": self.manifest.name, "version": self.manifest.version}
 
+    # -- entry points ---------------------------------------------------------------------
     async def chat(
-        self, messages: list[dict[str, Any]], params: dict[str, Any]
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        context: dict[str, Any] | None = None,
+        data: list[str] | None = None,
     ) -> GenerationResult:
-        chat, parsed = _parse(messages, params)
-        async with self._lock:
-            return await asyncio.to_thread(self.engine.generate, chat, parsed)
+        ctx = self._context(context)
+        parsed = GenerationParams.model_validate(params)
+        if self.tool is not None:
+            return await self._run_tool(messages, ctx)
+        prepared = await self._delegate(messages, ctx, data or [])
+        result = await self._generate(prepared.messages, parsed, ctx)
+        follow_up = parse_directives(result.text, prepared.received)
+        if follow_up:  # the model asked for help itself: ask, then answer again with the data
+            await self._ask_all(follow_up, ctx, prepared)
+            result = await self._generate(prepared.messages, parsed, ctx)
+        text = cite_missing(strip_directives(result.text), prepared.exact)
+        return result.model_copy(update={"text": text, "trace": ctx.trace})
 
     async def chat_stream(
-        self, messages: list[dict[str, Any]], params: dict[str, Any]
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        context: dict[str, Any] | None = None,
+        data: list[str] | None = None,
     ) -> AsyncIterator[TextDelta]:
-        chat, parsed = _parse(messages, params)
+        """Trace events first (as delegations finish), then the answer's text deltas.
+
+        Directives in streamed output are not followed: the text is already on its way.
+        """
+        ctx = self._context(context)
+        parsed = GenerationParams.model_validate(params)
+        if self.tool is not None:
+            result = await self._run_tool(messages, ctx)
+            yield TextDelta(text="", trace=result.trace)
+            yield TextDelta(text=result.text)
+            yield TextDelta(
+                text="", finish_reason="stop", completion_tokens=result.completion_tokens
+            )
+            return
+        prepared = await self._delegate(messages, ctx, data or [])
+        if ctx.trace:
+            yield TextDelta(text="", trace=ctx.trace)
+        if self.engine is None:
+            raise RuntimeError("engine not loaded")
+        chat = [ChatMessage.model_validate(m) for m in prepared.messages]
         cancel = threading.Event()
+        text = ""
         async with self._lock:
-            iterator = self.engine.stream(chat, parsed, cancel)
+            iterator = self.engine.stream(chat, self._bounded(parsed, ctx), cancel)
             try:
                 while (delta := await asyncio.to_thread(next, iterator, _DONE)) is not _DONE:
-                    yield delta  # type: ignore[misc]
+                    assert isinstance(delta, TextDelta)
+                    text += delta.text
+                    if delta.finish_reason:
+                        cited = cite_missing(text, prepared.exact)
+                        if cited != text:
+                            yield TextDelta(text=cited[len(text) :])
+                    yield delta
             finally:
                 cancel.set()  # the caller went away: stop generating and free the slot
                 await asyncio.to_thread(iterator.close)
 
+    async def receive(
+        self, message: dict[str, Any], state: dict[str, Any], max_tokens: int | None = None
+    ) -> Reply:
+        """A message from another specialist (or the gateway's panel): answer it as data."""
+        incoming = Message.model_validate(message)
+        ctx = self._context(state)
+        limit = min(
+            max_tokens or self.manifest.generation.max_tokens, max(ctx.remaining_tokens(), 1)
+        )
+        params = GenerationParams.merge(self.manifest.generation, max_tokens=limit).model_dump()
+        chat = [{"role": "user", "content": incoming.content}]
+        result = await self.chat(chat, params, ctx.state.model_dump())
+        return Reply(
+            text=result.text,
+            tokens=result.completion_tokens,
+            tokens_used=ctx.state.tokens_used
+            + result.completion_tokens
+            + sum(event.tokens for event in result.trace),
+            trust="tool" if self.tool is not None else "specialist",
+            trace=result.trace,
+        )
+
     def check_health(self) -> None:
-        if self.engine is None:
+        if self.engine is None and self.tool is None:
             raise RuntimeError("engine not loaded")
 
+    # -- steps ----------------------------------------------------------------------------
+    def _context(self, state: dict[str, Any] | None) -> MeshContext:
+        parsed = ContextState.model_validate(state) if state else ContextState()
+        if not parsed.path:
+            parsed = parsed.model_copy(update={"path": [self.manifest.name]})
+        return MeshContext(parsed, self.manifest.name, list(self.manifest.can_message))
 
-def _parse(
-    messages: list[dict[str, Any]], params: dict[str, Any]
-) -> tuple[list[ChatMessage], GenerationParams]:
-    return [ChatMessage.model_validate(m) for m in messages], GenerationParams.model_validate(
-        params
-    )
+    async def _run_tool(self, messages: list[dict[str, Any]], ctx: MeshContext) -> GenerationResult:
+        assert self.tool is not None
+        query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        text = await self.tool.run(query, ctx)
+        tokens = max(len(text.split()), 1)
+        return GenerationResult(
+            text=text,
+            prompt_tokens=len(query.split()),
+            completion_tokens=tokens,
+            finish_reason="stop",
+            trace=ctx.trace,
+        )
+
+    async def _delegate(
+        self, messages: list[dict[str, Any]], ctx: MeshContext, data: list[str]
+    ) -> _Prepared:
+        """Run the planned delegations and quote their answers into the last user turn."""
+        query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        prepared = _Prepared(with_data(messages, data), [m["content"] for m in messages] + data)
+        await self._ask_all(plan(query, ctx.can_message), ctx, prepared)
+        return prepared
+
+    async def _ask_all(self, asks: list[Any], ctx: MeshContext, prepared: _Prepared) -> None:
+        results = await asyncio.gather(*(ctx.ask(a.to, a.content) for a in asks))
+        blocks = []
+        for ask, result in zip(asks, results, strict=True):
+            if not result.ok:
+                continue
+            blocks.append(data_block(ask.to, result.trust, ask.content, result.text))
+            if result.trust == "tool":
+                prepared.exact.append((ask.to, ask.content, result.text))
+        prepared.messages = with_data(prepared.messages, blocks)
+        prepared.received.extend(blocks)
+
+    async def _generate(
+        self, messages: list[dict[str, str]], params: GenerationParams, ctx: MeshContext
+    ) -> GenerationResult:
+        if self.engine is None:
+            raise RuntimeError("engine not loaded")
+        chat = [ChatMessage.model_validate(m) for m in messages]
+        async with self._lock:
+            result = await asyncio.to_thread(self.engine.generate, chat, self._bounded(params, ctx))
+        ctx.spend(result.completion_tokens)
+        return result
+
+    @staticmethod
+    def _bounded(params: GenerationParams, ctx: MeshContext) -> GenerationParams:
+        """Generation may not outlive the request's deadline."""
+        return params.model_copy(update={"max_time_s": max(ctx.remaining_s(), 0.05)})
 
 
 def build_specialist_app(manifest: SpecialistManifest) -> Application:

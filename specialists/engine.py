@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.manifest import GenerationDefaults, SpecialistManifest
+from specialists.messages import TraceEvent
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -37,6 +38,7 @@ class GenerationParams(BaseModel):
     repetition_penalty: float = Field(1.1, ge=1.0)
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
+    max_time_s: float | None = Field(None, gt=0, description="Stop generating after this long.")
 
     @classmethod
     def merge(
@@ -66,15 +68,18 @@ class GenerationResult(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason
+    trace: list[TraceEvent] = Field(default_factory=list)
 
 
 class TextDelta(BaseModel):
-    """One streamed piece. The last delta of a stream carries `finish_reason` and token counts."""
+    """One streamed piece. The last delta of a stream carries `finish_reason` and token counts;
+    deltas may carry trace events (messages to other specialists) instead of text."""
 
     text: str
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    trace: list[TraceEvent] = Field(default_factory=list)
 
 
 class Engine(ABC):
@@ -114,9 +119,12 @@ def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 
 
 def engine_class(name: str) -> type[Engine]:
-    """Resolve a manifest's `model.engine` to its class (imported lazily: torch is heavy)."""
+    """Resolve a model engine name to its class (imported lazily: torch is heavy).
+
+    Tool specialists (`engine: tool`) are not model engines; see `specialists.tool_engine`.
+    """
     if name == "transformers":
         from specialists.transformers_engine import TransformersEngine
 
         return TransformersEngine
-    raise ValueError(f"unknown engine {name!r}; known engines: transformers")
+    raise ValueError(f"unknown model engine {name!r}; known engines: transformers")

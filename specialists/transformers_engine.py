@@ -161,6 +161,8 @@ class TransformersEngine(Engine):
             "repetition_penalty": params.repetition_penalty,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        if params.max_time_s is not None:
+            sampling["max_time"] = params.max_time_s
         if params.temperature > 0:
             sampling.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:

@@ -29,6 +29,9 @@ def ask(
     specialist: Annotated[
         str | None, typer.Option("--specialist", "-s", help="Pin a specialist instead of routing.")
     ] = None,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Print the messages between specialists as a tree.")
+    ] = False,
     as_json: JsonFlag = False,
     url: UrlOption = None,
 ) -> None:
@@ -47,3 +50,8 @@ def ask(
     score = decision["targets"][0]["score"] if decision["targets"] else 0.0
     who = f"{mesh_info['specialist']}@{mesh_info['version']}"
     typer.echo(f"\n-- {who} ({decision['mode']}, score {score:.2f})", err=True)
+    if trace:
+        from mesh.trace_view import render_trace
+
+        root = "mesh" if decision["mode"] == "panel" else mesh_info["specialist"]
+        typer.echo(render_trace(root, mesh_info.get("trace", [])))

@@ -71,9 +71,13 @@ def test_semver_ordering() -> None:
 
 def test_catalog_is_valid_and_routable() -> None:
     catalog = {m.name: m for m in load_catalog()}
-    assert {"general", "code", "writing"} <= set(catalog)
+    assert {"general", "code", "writing", "math"} <= set(catalog)
+    assert catalog["math"].model.engine == "tool"
+    llms = [m for m in catalog.values() if m.model.engine == "transformers"]
     for manifest in catalog.values():
         assert len(manifest.examples) >= 10
+    for manifest in llms:
         assert manifest.system_prompt
-    prompts = {m.system_prompt for m in catalog.values()}
-    assert len(prompts) == len(catalog), "each specialist has its own system prompt"
+        assert "math" in manifest.can_message
+    prompts = {m.system_prompt for m in llms}
+    assert len(prompts) == len(llms), "each specialist has its own system prompt"

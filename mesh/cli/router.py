@@ -1,0 +1,151 @@
+"""Offline router commands: `mesh router eval` (measure) and `mesh router fit` (adapt encoder).
+
+Wired into the main app with `app.add_typer(router_app, name="router")`. Both run in this
+process on labelled JSONL, without a running mesh.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mesh.cli.app import JsonFlag, _MeshGroup
+from registry.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from router import Encoder
+
+router_app = typer.Typer(
+    name="router",
+    cls=_MeshGroup,
+    help="Evaluate the router on labelled queries, or adapt its encoder, offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ExamplesOption = Annotated[
+    Path,
+    typer.Option(
+        "--examples", exists=True, dir_okay=False, help='JSONL lines {"specialist", "text"}.'
+    ),
+]
+EncoderOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--encoder",
+        exists=True,
+        file_okay=False,
+        help="Encoder: an artifact from 'mesh router fit' or a sentence-transformers folder "
+        "(default: the offline MiniLM).",
+    ),
+]
+
+
+def load_encoder(path: Path | None) -> Encoder:
+    """The default MiniLM, a fine-tuned artifact, or a plain sentence-transformers folder."""
+    from router import SentenceTransformerEncoder
+    from router.finetune import is_artifact
+    from router.finetune import load_encoder as load_artifact
+
+    if path is None:
+        return SentenceTransformerEncoder()
+    return load_artifact(path) if is_artifact(path) else SentenceTransformerEncoder(path)
+
+
+@router_app.command("eval")
+def eval_command(
+    examples: ExamplesOption,
+    test: Annotated[
+        Path,
+        typer.Option(
+            "--test", exists=True, dir_okay=False, help='JSONL lines {"text", "label"|null}.'
+        ),
+    ],
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            "--val", exists=True, dir_okay=False, help="Labelled JSONL to fit thresholds on first."
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="centroid, knn, knn-max or linear.")
+    ] = "knn",
+    encoder: EncoderOption = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Global threshold (default per method).")
+    ] = None,
+    latency_samples: Annotated[
+        int, typer.Option("--latency-samples", min=0, help="Queries timed one by one.")
+    ] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """Route labelled test queries and report accuracy, out-of-scope detection and latency."""
+    from router import METHOD_DEFAULTS, Router
+    from router.evaluate import evaluate, read_examples, read_labelled
+
+    if method not in METHOD_DEFAULTS:
+        raise InvalidRequestError(
+            f"unknown method {method!r}: choose one of {', '.join(METHOD_DEFAULTS)}"
+        )
+    known = read_examples(examples)
+    texts, labels = read_labelled(test, set(known))
+    router = Router.from_examples(
+        known,
+        method=method,  # type: ignore[arg-type]
+        encoder=load_encoder(encoder),
+        threshold=threshold,
+    )
+    if val is not None:
+        router.fit(*read_labelled(val, set(known)))
+    report = evaluate(
+        router, texts, labels, fitted=val is not None, latency_samples=latency_samples
+    )
+    if as_json:
+        typer.echo(report.model_dump_json())
+        return
+    oos_auroc = "n/a" if report.oos_auroc is None else f"{report.oos_auroc:.3f}"
+    oos_acc = "n/a" if report.oos_accuracy is None else f"{report.oos_accuracy:.3f}"
+    typer.echo(
+        f"{report.method} on {report.n_test} queries ({report.n_out_of_scope} out of scope), "
+        f"thresholds {'fitted on ' + str(val) if val else 'default'}:\n"
+        f"  accuracy (in scope) {report.accuracy:.3f}   macro F1 {report.macro_f1:.3f}\n"
+        f"  out of scope: AUROC {oos_auroc}, fell back {oos_acc}\n"
+        f"  latency p50 {report.p50_ms:.1f} ms, p95 {report.p95_ms:.1f} ms\n"
+        "Add --json for the confusion matrix."
+    )
+
+
+@router_app.command("fit")
+def fit_command(
+    examples: ExamplesOption,
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="Artifact folder to write.")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 150,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fine-tune the encoder on the examples (contrastive, SetFit-style); save an artifact."""
+    from router.evaluate import read_examples
+    from router.finetune import FinetuneSettings, finetune_encoder
+
+    def progress(step: int, loss: float) -> None:
+        if not as_json and (step % 10 == 0 or step == steps):
+            typer.echo(f"step {step}/{steps}  loss {loss:.4f}", err=True)
+
+    artifact = finetune_encoder(
+        read_examples(examples),
+        out,
+        settings=FinetuneSettings(steps=steps, seed=seed),
+        progress=progress,
+    )
+    if as_json:
+        typer.echo(json.dumps({"path": str(out), **artifact.model_dump(mode="json")}))
+        return
+    typer.echo(
+        f"saved {out} ({len(artifact.specialists)} specialists, {artifact.n_examples} examples, "
+        f"{artifact.train_seconds:.0f} s); evaluate it with "
+        f"'mesh router eval --encoder {out} --examples ... --test ...'"
+    )

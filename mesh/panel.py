@@ -1,0 +1,48 @@
+"""Panels (mixture of agents): several specialists draft, one aggregates.
+
+The gateway asks each member in parallel through a `MeshContext` (so fan-out, tokens and the
+deadline are bounded and every draft is traced), then hands the drafts to the aggregator as
+quoted data with their provenance: drafts inform the final answer, they never instruct it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mesh.protocol import MeshOptions
+from router.decision import RouteDecision
+from specialists.context import MeshContext
+from specialists.messages import quote_data
+
+MAX_PANEL = 3
+AGGREGATE_INSTRUCTION = (
+    "Several specialists drafted answers to the question above (quoted as data). "
+    "Write one final answer: keep what is correct and useful, drop what is wrong."
+)
+
+
+def panel_members(
+    options: MeshOptions | None, decision: RouteDecision, live: set[str]
+) -> list[str]:
+    """Who sits on the panel: the request's list, or the router's candidates above threshold."""
+    if options is not None and options.panel:
+        return [name for name in options.panel if name in live]
+    if decision.mode != "panel":
+        return []
+    chosen = [t.name for t in decision.targets if t.score >= decision.threshold and t.name in live]
+    return chosen[:MAX_PANEL]
+
+
+def choose_aggregator(members: list[str], options: MeshOptions | None, default: str | None) -> str:
+    requested = options.aggregator if options is not None else None
+    return requested or (default if default in members else None) or members[0]
+
+
+async def draft(ctx: MeshContext, members: list[str], question: str) -> list[str]:
+    """Ask every member in parallel; return the successful drafts as quoted data blocks."""
+    results = await asyncio.gather(*(ctx.ask(name, question, kind="draft") for name in members))
+    return [
+        quote_data(f"specialist {name} (draft)", result.trust, result.text)
+        for name, result in zip(members, results, strict=True)
+        if result.ok and result.text.strip()
+    ]

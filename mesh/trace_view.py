@@ -1,0 +1,52 @@
+"""Render a response's `mesh.trace` as a tree, for `mesh ask --trace` and the UI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _line(event: dict[str, Any]) -> str:
+    outcome = event.get("outcome", "ok")
+    parts = [
+        f"{event['from']} -> {event['to']}",
+        f"[{event.get('kind', 'ask')}, hop {event.get('hop', 0)}]",
+        outcome,
+        f"{event.get('latency_ms', 0):.0f} ms",
+    ]
+    if event.get("tokens"):
+        parts.append(f"{event['tokens']} tok")
+    text = "  ".join(parts)
+    if event.get("content"):
+        text += f"  {_short(event['content'])!r}"
+    if event.get("reply"):
+        text += f" => {_short(event['reply'])!r}"
+    if event.get("note"):
+        text += f"  ({event['note']})"
+    return text
+
+
+def _short(text: str, limit: int = 60) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def render_trace(root: str, events: list[dict[str, Any]]) -> str:
+    """One line per message, nested under the specialist that sent it."""
+    lines = [root]
+    used: set[int] = set()
+
+    def children(sender: str, prefix: str) -> None:
+        mine = [i for i, e in enumerate(events) if e["from"] == sender and i not in used]
+        for position, index in enumerate(mine):
+            used.add(index)
+            last = position == len(mine) - 1
+            event = events[index]
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_line(event)}")
+            if event.get("outcome", "ok") == "ok" and event["to"] != sender:
+                children(event["to"], prefix + ("   " if last else "│  "))
+
+    children(root, "")
+    for index, event in enumerate(events):  # anything not reachable from the root
+        if index not in used:
+            lines.append(f"└─ {_line(event)}")
+    return "\n".join(lines)

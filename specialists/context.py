@@ -1,0 +1,172 @@
+"""`MeshContext`: how specialist code asks another specialist, within the request's bounds.
+
+    answer = await ctx.ask("math", "17*23")   # -> AskResult(text="391", ok=True, ...)
+
+Every ask is checked before it is sent: the sender's manifest must list the receiver in
+`can_message`; the hop count, the sender's fan-out, the shared token budget and the deadline
+must allow it; and the receiver must not already be on the path (A asks B asks A is refused).
+A refusal is not an exception: it returns `ok=False` with the reason, and lands in the trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from specialists.messages import ContextState, Message, TraceEvent, Trust
+
+
+class AskResult(BaseModel):
+    text: str
+    ok: bool
+    note: str = ""
+    trust: Trust = "specialist"
+    trace: list[TraceEvent] = []
+
+
+class MeshContext:
+    def __init__(
+        self,
+        state: ContextState,
+        sender: str,
+        can_message: list[str],
+        *,
+        sender_trust: Trust = "specialist",
+    ) -> None:
+        self.state = state.started()
+        self.sender = sender
+        self.can_message = can_message
+        self.sender_trust = sender_trust
+        self.trace: list[TraceEvent] = []
+        self.asked = 0
+
+    @property
+    def hop(self) -> int:
+        """The hop number of the sender's asks: 0 from the gateway, 1 from the first answerer."""
+        return len(self.state.path)
+
+    def remaining_s(self) -> float:
+        return max(self.state.deadline - time.time(), 0.0)
+
+    def remaining_tokens(self) -> int:
+        return max(self.state.bounds.token_budget - self.state.tokens_used, 0)
+
+    def spend(self, tokens: int) -> None:
+        self.state = self.state.model_copy(update={"tokens_used": self.state.tokens_used + tokens})
+
+    def refusal(self, to: str, content: str) -> str | None:
+        """Why an ask from the sender to `to` may not be sent, or None when it may."""
+        bounds = self.state.bounds
+        if to not in self.can_message:
+            return f"{self.sender} may not message {to} (not in its can_message)"
+        if to in self.state.path:
+            cycle = " -> ".join([*self.state.path, to])
+            return f"cycle refused: {cycle}"
+        if self.hop > bounds.max_hops:
+            return f"hop limit reached ({bounds.max_hops})"
+        if self.asked >= bounds.max_fanout:
+            return f"fan-out limit reached ({bounds.max_fanout} asks from {self.sender})"
+        if self.remaining_tokens() <= 0:
+            return f"token budget exhausted ({bounds.token_budget})"
+        if self.remaining_s() <= 0:
+            return "deadline passed"
+        if not content.strip():
+            return "empty message"
+        return None
+
+    async def ask(
+        self, to: str, content: str, *, kind: str = "ask", max_tokens: int | None = None
+    ) -> AskResult:
+        """Send `content` to specialist `to` and wait for its answer (never raises on refusal)."""
+        hop = self.hop
+        reason = self.refusal(to, content)
+        if reason is not None:
+            refused = AskResult(text="", ok=False, note=reason)
+            return self._record(to, hop, kind, content, "refused", 0.0, refused)
+        self.asked += 1
+        message = Message.model_validate(
+            {
+                "conversation_id": self.state.conversation_id,
+                "from": self.sender,
+                "to": to,
+                "hop": hop,
+                "content": content,
+                "trust": self.sender_trust,
+            }
+        )
+        child = self.state.model_copy(update={"path": [*self.state.path, to]})
+        started = time.perf_counter()
+        try:
+            reply = await asyncio.wait_for(
+                send(message, child, max_tokens), timeout=max(self.remaining_s(), 0.001)
+            )
+        except TimeoutError:
+            late = AskResult(text="", ok=False, note="deadline passed while waiting")
+            return self._record(to, hop, kind, content, "timeout", _ms(started), late)
+        except Exception as error:  # the receiver failed: the asker carries on without it
+            failed = AskResult(text="", ok=False, note=f"{type(error).__name__}: {error}"[:300])
+            return self._record(to, hop, kind, content, "error", _ms(started), failed)
+        self.state = self.state.model_copy(update={"tokens_used": reply.tokens_used})
+        result = AskResult(text=reply.text, ok=True, trust=reply.trust, trace=reply.trace)
+        self._record(to, hop, kind, content, "ok", _ms(started), result, tokens=reply.tokens)
+        self.trace.extend(reply.trace)
+        return result
+
+    def _record(
+        self,
+        to: str,
+        hop: int,
+        kind: Any,
+        content: str,
+        outcome: Any,
+        latency_ms: float,
+        result: AskResult,
+        tokens: int = 0,
+    ) -> AskResult:
+        self.trace.append(
+            TraceEvent.model_validate(
+                {
+                    "from": self.sender,
+                    "to": to,
+                    "hop": hop,
+                    "kind": kind,
+                    "outcome": outcome,
+                    "latency_ms": round(latency_ms, 1),
+                    "tokens": tokens,
+                    "content": content[:500],
+                    "reply": result.text[:500],
+                    "note": result.note,
+                }
+            )
+        )
+        return result
+
+
+class Reply(BaseModel):
+    """What a specialist returns to an asker."""
+
+    text: str
+    tokens: int
+    tokens_used: int = 0  # the shared budget as the receiver left it
+    trust: Trust = "specialist"
+    trace: list[TraceEvent] = []
+
+
+async def send(message: Message, state: ContextState, max_tokens: int | None) -> Reply:
+    """Deliver a message to the receiver's Serve app (replaced in unit tests)."""
+    from ray import serve
+
+    from specialists.deployment import app_name
+
+    handle = serve.get_app_handle(app_name(message.to))
+    result: Any = await handle.receive.remote(
+        message.model_dump(by_alias=True), state.model_dump(), max_tokens
+    )
+    return Reply.model_validate(result)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,1 @@
+"""Built-in tool specialists: deterministic Python behind the same interface as an LLM."""
