@@ -8,13 +8,28 @@ from typing import Any
 
 import httpx
 
-from registry.errors import InvalidRequestError, MeshError, NotFoundError, UnavailableError
+from registry.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    MeshError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 
 _STATUS_ERRORS: dict[int, type[MeshError]] = {
     400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
+    409: ConflictError,
     503: UnavailableError,
 }
+
+
+def _bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class MeshClient:
@@ -59,8 +74,46 @@ class MeshClient:
         return self._json(self._send("POST", "/v1/route", json={"text": text}))
 
     def health(self) -> dict[str, Any]:
+        """The mesh's state; 503 (starting) still carries the per-specialist details."""
         response = self._send("GET", "/healthz")
         return dict(response.json())
+
+    # -- store ----------------------------------------------------------------------------
+    def specialists(self, query: str | None = None) -> list[dict[str, Any]]:
+        params = {"q": query} if query else None
+        return list(self._json(self._send("GET", "/v1/specialists", params=params))["data"])
+
+    def specialist(self, name: str) -> dict[str, Any]:
+        return self._json(self._send("GET", f"/v1/specialists/{name}"))
+
+    def publish(self, manifest_yaml: str, token: str | None = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/yaml", **_bearer(token)}
+        response = self._send("POST", "/v1/specialists", content=manifest_yaml, headers=headers)
+        return self._json(response)
+
+    def install(
+        self, name: str, token: str | None = None, version: str = "latest"
+    ) -> dict[str, Any]:
+        body = {"version": version}
+        response = self._send(
+            "POST", f"/v1/specialists/{name}/install", json=body, headers=_bearer(token)
+        )
+        return self._json(response)
+
+    def uninstall(self, name: str, token: str | None = None) -> dict[str, Any]:
+        response = self._send("DELETE", f"/v1/specialists/{name}/install", headers=_bearer(token))
+        return self._json(response)
+
+    def scale(self, name: str, replicas: int, token: str | None = None) -> dict[str, Any]:
+        body = {"replicas": replicas}
+        response = self._send(
+            "POST", f"/v1/specialists/{name}/scale", json=body, headers=_bearer(token)
+        )
+        return self._json(response)
+
+    def feedback(self, completion_id: str, rating: str) -> dict[str, Any]:
+        body = {"id": completion_id, "rating": rating}
+        return self._json(self._send("POST", "/v1/feedback", json=body))
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

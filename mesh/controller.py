@@ -159,7 +159,7 @@ def _replica_details() -> dict[str, list[ReplicaInfo]]:
                 found.setdefault(app, []).append(
                     ReplicaInfo(
                         replica_id=str(replica.get("replica_id")),
-                        state=str(replica.get("state")),
+                        state=str(getattr(replica.get("state"), "value", replica.get("state"))),
                         actor_id=replica.get("actor_id"),
                         node_id=replica.get("node_id"),
                         pid=replica.get("pid"),

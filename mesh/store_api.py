@@ -87,6 +87,19 @@ class YankRequest(BaseModel):
     reason: str = Field("yanked", max_length=500)
 
 
+class ScaleRequest(BaseModel):
+    replicas: int | None = Field(None, ge=0, le=64, description="A fixed replica count.")
+    min_replicas: int | None = Field(None, ge=0, le=64)
+    max_replicas: int | None = Field(None, ge=1, le=64)
+
+    def bounds(self) -> tuple[int, int]:
+        if self.replicas is not None:
+            return self.replicas, max(self.replicas, 1)
+        if self.min_replicas is None or self.max_replicas is None:
+            raise InvalidRequestError("give 'replicas', or both 'min_replicas' and 'max_replicas'")
+        return self.min_replicas, self.max_replicas
+
+
 class FeedbackRequest(BaseModel):
     id: str = Field(description="The `id` of a chat completion.")
     rating: Literal["up", "down"]
@@ -218,6 +231,18 @@ async def yank(
     principal = await svc.principal(authorization)
     await svc.call(svc.store().yank, name, body.version, body.reason, principal)
     return {"yanked": f"{name}@{body.version}", "reason": body.reason}
+
+
+@router.post("/v1/specialists/{name}/scale")
+async def scale(
+    name: str, body: ScaleRequest, authorization: str | None = Header(None)
+) -> dict[str, Any]:
+    """Change this mesh's replica range for one specialist; the others are not touched."""
+    svc = service()
+    principal = await svc.principal(authorization)
+    low, high = body.bounds()
+    scaling = await svc.call(svc.store().scale, name, low, high, principal)
+    return {"scaled": name, **scaling.model_dump()}
 
 
 @router.delete("/v1/specialists/{name}")

@@ -19,17 +19,18 @@ from registry import keys
 from registry.auth import Principal, TokenStore
 from registry.errors import (
     ConflictError,
+    InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
 )
-from registry.manifest import SpecialistManifest, manifest_json, version_key
+from registry.manifest import Scaling, SpecialistManifest, manifest_json, version_key
 from registry.redis_server import redis_errors
 from registry.stats import StatsStore
 
 LATEST = "latest"
 ALL_VERSIONS = "*"
 WATCH_RETRIES = 20
-EventKind = Literal["publish", "install", "uninstall", "deprecate", "yank", "delete"]
+EventKind = Literal["publish", "install", "uninstall", "deprecate", "yank", "delete", "scale"]
 
 
 class RegistryEvent(BaseModel):
@@ -127,18 +128,22 @@ class Registry:
         if version:
             self.get(name, version)
         principal.require_owner(self.owner(name), f"deprecating {name}")
-        with self._errors(), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.meta(name), f"deprecated:{target}", reason or "deprecated")
-            _event(pipe, "deprecate", name, target)
-            pipe.execute()
+        self._flag(name, "deprecate", target, reason or "deprecated")
 
     def yank(self, name: str, version: str, reason: str, principal: Principal) -> None:
         """A yanked version cannot be installed; a running one keeps serving, with a warning."""
         self.get(name, version)
         principal.require_owner(self.owner(name), f"yanking {name}@{version}")
+        self._flag(name, "yank", version, reason or "yanked")
+
+    def _flag(
+        self, name: str, kind: Literal["deprecate", "yank"], target: str, reason: str
+    ) -> None:
+        """Set a deprecation or yank flag and record the event, in one transaction."""
+        field = f"{'deprecated' if kind == 'deprecate' else 'yanked'}:{target}"
         with self._errors(), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.meta(name), f"yanked:{version}", reason or "yanked")
-            _event(pipe, "yank", name, version)
+            pipe.hset(keys.meta(name), field, reason)
+            _event(pipe, kind, name, target)
             pipe.execute()
 
     def delete(self, name: str, principal: Principal) -> None:
@@ -251,8 +256,50 @@ class Registry:
         ]
 
     def installed(self) -> dict[str, SpecialistManifest]:
-        """Installed specialists resolved to the manifest each should run."""
-        return {name: self.get(name, s.version) for name, s in self.install_states().items()}
+        """Installed specialists resolved to the manifest each should run (with scale overrides)."""
+        resolved = {}
+        for name, state in self.install_states().items():
+            manifest = self.get(name, state.version)
+            override = self.scale_override(name)
+            if override is not None:
+                manifest = manifest.model_copy(update={"scaling": override})
+            resolved[name] = manifest
+        return resolved
+
+    # -- scaling --------------------------------------------------------------------------
+    def scale(
+        self, name: str, min_replicas: int, max_replicas: int, principal: Principal | None = None
+    ) -> Scaling:
+        """Override the manifest's replica range for this mesh (an operator action)."""
+        (principal or Principal(operator=True)).require_operator(f"scaling {name}")
+        base = self.get(name).scaling
+        try:
+            scaling = Scaling(
+                min_replicas=min_replicas,
+                max_replicas=max_replicas,
+                target_ongoing_requests=base.target_ongoing_requests,
+            )
+        except ValueError as error:
+            raise InvalidRequestError(f"bad replica range: {error}", param="replicas") from None
+        with self._errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                keys.meta(name), mapping={"scale:min": min_replicas, "scale:max": max_replicas}
+            )
+            _event(pipe, "scale", name, f"{min_replicas}-{max_replicas}")
+            pipe.execute()
+        return scaling
+
+    def scale_override(self, name: str) -> Scaling | None:
+        with self._errors():
+            low, high = self.client.hmget(keys.meta(name), "scale:min", "scale:max")
+        if low is None or high is None:
+            return None
+        base = self.get(name).scaling
+        return Scaling(
+            min_replicas=int(low),
+            max_replicas=int(high),
+            target_ongoing_requests=base.target_ongoing_requests,
+        )
 
     def install_states(self) -> dict[str, InstallState]:
         with self._errors():

@@ -33,6 +33,26 @@ def uninstall(name: str, token: TokenOption = None) -> None:
 
 
 @app.command()
+def scale(
+    name: str,
+    replicas: Annotated[int | None, typer.Option("--replicas", help="Fixed replica count.")] = None,
+    min_replicas: Annotated[int | None, typer.Option("--min", help="Autoscaling minimum.")] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max", help="Autoscaling maximum.")] = None,
+    token: TokenOption = None,
+) -> None:
+    """Change a running specialist's replicas without touching the others."""
+    if replicas is not None:
+        low, high = replicas, max(replicas, 1)
+    elif min_replicas is not None and max_replicas is not None:
+        low, high = min_replicas, max_replicas
+    else:
+        raise typer.BadParameter("give --replicas N, or both --min and --max")
+    with open_store(token) as (registry, principal):
+        scaling = registry.scale(name, low, high, principal)
+    typer.echo(f"scaled {name}: {scaling.min_replicas}..{scaling.max_replicas} replicas")
+
+
+@app.command()
 def deprecate(
     ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME@VERSION")],
     reason: Annotated[str, typer.Option("--reason", help="Shown to users.")],

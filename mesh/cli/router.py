@@ -81,6 +81,12 @@ def eval_command(
     latency_samples: Annotated[
         int, typer.Option("--latency-samples", min=0, help="Queries timed one by one.")
     ] = 200,
+    conversations: Annotated[
+        bool,
+        typer.Option(
+            "--follow-ups", help="Also measure follow-up stickiness on two-turn conversations."
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Route labelled test queries and report accuracy, out-of-scope detection and latency."""
@@ -102,7 +108,12 @@ def eval_command(
     if val is not None:
         router.fit(*read_labelled(val, set(known)))
     report = evaluate(
-        router, texts, labels, fitted=val is not None, latency_samples=latency_samples
+        router,
+        texts,
+        labels,
+        fitted=val is not None,
+        latency_samples=latency_samples,
+        conversations=conversations,
     )
     if as_json:
         typer.echo(report.model_dump_json())
@@ -114,9 +125,15 @@ def eval_command(
         f"thresholds {'fitted on ' + str(val) if val else 'default'}:\n"
         f"  accuracy (in scope) {report.accuracy:.3f}   macro F1 {report.macro_f1:.3f}\n"
         f"  out of scope: AUROC {oos_auroc}, fell back {oos_acc}\n"
-        f"  latency p50 {report.p50_ms:.1f} ms, p95 {report.p95_ms:.1f} ms\n"
-        "Add --json for the confusion matrix."
+        f"  latency p50 {report.p50_ms:.1f} ms, p95 {report.p95_ms:.1f} ms"
     )
+    if report.follow_ups:
+        f = report.follow_ups
+        typer.echo(
+            f"  follow-ups stay {f.stay_rate:.3f}; new topics switch {f.switch_accuracy:.3f} "
+            f"(alone {f.switch_accuracy_without_history:.3f})"
+        )
+    typer.echo("Add --json for the confusion matrix.")
 
 
 @router_app.command("fit")

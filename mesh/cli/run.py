@@ -55,3 +55,28 @@ def ask(
 
         root = "mesh" if decision["mode"] == "panel" else mesh_info["specialist"]
         typer.echo(render_trace(root, mesh_info.get("trace", [])))
+
+
+@app.command()
+def status(as_json: JsonFlag = False, url: UrlOption = None) -> None:
+    """Each specialist's state and replicas (with their nodes) in the running mesh."""
+    from mesh.client import MeshClient
+
+    settings = load_settings()
+    health = MeshClient(url or settings.base_url).health()
+    if as_json:
+        typer.echo(json.dumps(health, indent=2))
+        return
+    typer.echo(f"mesh: {health.get('status')}  (generation {health.get('generation')})")
+    if health.get("registry_error"):
+        typer.echo(f"registry: {health['registry_error']}")
+    for name, state in sorted(health.get("specialists", {}).items()):
+        replicas = state.get("replicas", [])
+        typer.echo(
+            f"{name:<20} {state['version']:<10} {state['status']:<14} {len(replicas)} replicas"
+        )
+        for replica in replicas:
+            node = (replica.get("node_id") or "?")[:12]
+            typer.echo(f"    {replica['replica_id']:<28} {replica['state']:<10} node {node}")
+        if state.get("message") and state["status"] != "RUNNING":
+            typer.echo(f"    {state['message'][:300]}")
