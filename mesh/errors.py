@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from mesh.protocol import error_body
-from registry.errors import MeshError
+from registry.errors import MeshError, UnavailableError
 
 logger = logging.getLogger("ray.serve")
 
@@ -20,8 +20,16 @@ def unwrap(error: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else error
 
 
-def error_response(error: BaseException) -> JSONResponse:
+def as_mesh_error(error: BaseException) -> BaseException:
+    """Serve's full-queue error becomes our 503 (Serve's own handler would drop Retry-After)."""
     error = unwrap(error)
+    if type(error).__name__ == "BackPressureError":
+        return UnavailableError("the specialist is overloaded (its queue is full); retry shortly")
+    return error
+
+
+def error_response(error: BaseException) -> JSONResponse:
+    error = as_mesh_error(error)
     if isinstance(error, MeshError):
         headers = {"Retry-After": "5"} if error.status_code in (429, 503) else None
         return JSONResponse(

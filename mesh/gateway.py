@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from mesh import store_api
 from mesh.controller import LiveView
-from mesh.errors import error_response, install_error_handlers
+from mesh.errors import as_mesh_error, error_response, install_error_handlers
 from mesh.http_auth import check_api_key
 from mesh.live import LiveFollower
 from mesh.panel import AGGREGATE_INSTRUCTION, choose_aggregator, draft, panel_members
@@ -195,9 +195,9 @@ class Gateway:
             return await self._stream(handle, call, info, response_id, finish)
         try:
             result: GenerationResult = await handle.chat.remote(*call)
-        except Exception:
+        except Exception as error:
             finish(True)
-            raise
+            raise as_mesh_error(error) from None
         finish(False)
         info.trace.extend(event.dump() for event in result.trace)
         usage = Usage(

@@ -32,8 +32,13 @@ class Principal(BaseModel):
     operator: bool = False
 
     def require_operator(self, action: str) -> None:
-        if not self.operator:
-            raise PermissionDeniedError(f"{action} needs the admin token (MESH_ADMIN_TOKEN)")
+        if self.operator:
+            return
+        if self.owner is None:
+            raise AuthenticationError(
+                f"{action} needs the admin token (MESH_ADMIN_TOKEN): pass --token or set MESH_TOKEN"
+            )
+        raise PermissionDeniedError(f"{action} needs the admin token, not an owner's token")
 
     def require_owner(self, owner: str, action: str) -> None:
         if self.admin or (self.owner is not None and self.owner == owner):

@@ -45,6 +45,9 @@ class ModelSpec(_Strict):
     )
     adapter: str | None = Field(None, description="Local folder of a peft LoRA adapter.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    allow_pickle: bool = Field(
+        False, description="Allow pickle weights (.bin/.pt); pickle can run code when loaded."
+    )
 
     @field_validator("source")
     @classmethod
@@ -72,6 +75,10 @@ class Scaling(_Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(4.0, gt=0)
+    max_ongoing_requests: int = Field(8, ge=1, description="Requests one replica takes at once.")
+    max_queued_requests: int = Field(
+        32, ge=1, description="Requests waiting per caller before new ones get HTTP 503."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Scaling:

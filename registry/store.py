@@ -274,11 +274,10 @@ class Registry:
         (principal or Principal(operator=True)).require_operator(f"scaling {name}")
         base = self.get(name).scaling
         try:
-            scaling = Scaling(
-                min_replicas=min_replicas,
-                max_replicas=max_replicas,
-                target_ongoing_requests=base.target_ongoing_requests,
+            scaling = base.model_copy(
+                update={"min_replicas": min_replicas, "max_replicas": max_replicas}
             )
+            Scaling.model_validate(scaling.model_dump())
         except ValueError as error:
             raise InvalidRequestError(f"bad replica range: {error}", param="replicas") from None
         with self._errors(), self.client.pipeline(transaction=True) as pipe:
@@ -295,11 +294,7 @@ class Registry:
         if low is None or high is None:
             return None
         base = self.get(name).scaling
-        return Scaling(
-            min_replicas=int(low),
-            max_replicas=int(high),
-            target_ongoing_requests=base.target_ongoing_requests,
-        )
+        return base.model_copy(update={"min_replicas": int(low), "max_replicas": int(high)})
 
     def install_states(self) -> dict[str, InstallState]:
         with self._errors():

@@ -235,7 +235,8 @@ def build_specialist_app(manifest: SpecialistManifest) -> Application:
     options: dict[str, Any] = {
         "name": manifest.name,
         "ray_actor_options": actor_options,
-        "max_ongoing_requests": 8,
+        "max_ongoing_requests": scaling.max_ongoing_requests,
+        "max_queued_requests": scaling.max_queued_requests,
         "health_check_period_s": 10,
         "graceful_shutdown_timeout_s": 30,
     }

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
-from registry.errors import InvalidRequestError, UnavailableError
+from registry.artifacts import verify_artifacts
+from registry.errors import InvalidRequestError, ManifestError, UnavailableError
 from registry.manifest import SpecialistManifest
 from specialists.engine import (
     ChatMessage,
@@ -38,7 +40,13 @@ class TransformersEngine(Engine):
 
         spec = self.manifest.model
         source = resolve_source(spec.source)
-        kwargs: dict[str, Any] = {"local_files_only": True}
+        verify_artifacts(self.manifest)  # swapped or corrupted weights never load
+        if source.local and not source.gguf_file and not spec.allow_pickle:
+            refuse_pickle(Path(source.location))
+        # Remote code stays off: a manifest cannot make the mesh run a model repo's Python.
+        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+        if not source.gguf_file and not spec.allow_pickle:
+            kwargs["use_safetensors"] = True
         if spec.revision and not source.local:
             kwargs["revision"] = spec.revision
         if source.gguf_file:
@@ -168,6 +176,21 @@ class TransformersEngine(Engine):
         else:
             sampling.update(do_sample=False)
         return sampling
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def refuse_pickle(folder: Path) -> None:
+    """Refuse a folder whose weights are pickles: unpickling can run arbitrary code."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise ManifestError(
+            f"model.source: {folder} holds pickle weights ({', '.join(pickles[:3])}); pickle can "
+            "run code when loaded. Convert them to safetensors, or set model.allow_pickle: true "
+            "if you trust them.",
+            param="model.source",
+        )
 
 
 def _torch_dtype(name: str, device: str) -> Any:

@@ -58,6 +58,26 @@ def ask(
 
 
 @app.command()
+def route(
+    text: Annotated[str, typer.Argument(help="The query to route.")],
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Dry run: which specialist the running mesh would pick, and why."""
+    from mesh.client import MeshClient
+
+    settings = load_settings()
+    client = MeshClient(url or settings.base_url, api_key=(settings.api_keys or [None])[0])
+    decision = client.route(text)
+    if as_json:
+        typer.echo(json.dumps(decision, indent=2))
+        return
+    typer.echo(f"{decision['mode']}: {decision['reason']}")
+    for target in decision["targets"]:
+        typer.echo(f"  {target['score']:6.3f}  {target['name']}")
+
+
+@app.command()
 def status(as_json: JsonFlag = False, url: UrlOption = None) -> None:
     """Each specialist's state and replicas (with their nodes) in the running mesh."""
     from mesh.client import MeshClient

@@ -72,3 +72,45 @@ def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
     manifest = parse_manifest(manifest_data(model={"source": str(tmp_path / "nowhere")}))
     with pytest.raises(ManifestError, match="does not exist"):
         engine_class("transformers")(manifest).load()
+
+
+def test_pickle_weights_are_refused_unless_allowed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from registry import ManifestError
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    weights = pickled / "model.safetensors"
+    torch.save(load_file(weights), pickled / "pytorch_model.bin")  # same weights, as a pickle
+    weights.unlink()
+    assert list(pickled.glob("*.bin")) and not list(pickled.glob("*.safetensors"))
+
+    manifest = parse_manifest(manifest_data(model={"source": str(pickled)}))
+    with pytest.raises(ManifestError, match="pickle weights"):
+        engine_class("transformers")(manifest).load()
+    allowed = parse_manifest(manifest_data(model={"source": str(pickled), "allow_pickle": True}))
+    engine = engine_class("transformers")(allowed)
+    engine.load()
+    assert engine.generate(HELLO, GenerationParams(max_tokens=2)).completion_tokens >= 1
+
+
+def test_swapped_weights_fail_the_checksum_before_loading(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from registry import ManifestError
+    from registry.artifacts import pin_artifacts
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    manifest = pin_artifacts(parse_manifest(manifest_data(model={"source": str(copy)})))
+    (copy / "model.safetensors").write_bytes(
+        (copy / "model.safetensors").read_bytes()[:-8] + b"\0" * 8
+    )
+    with pytest.raises(ManifestError, match=r"model\.safetensors has sha256"):
+        engine_class("transformers")(manifest).load()

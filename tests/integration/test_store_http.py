@@ -127,6 +127,30 @@ def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_model_di
     assert replica_actors(mesh) == actors_before, "other specialists were not restarted"
 
 
+def test_scale_changes_one_specialist_live(mesh: RunningMesh) -> None:
+    actors_before = replica_actors(mesh)
+    url = f"{mesh.base_url}/v1/specialists/math/scale"
+    assert httpx.post(url, json={"replicas": 2}, timeout=30).status_code == 401
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    bad = httpx.post(url, json={"min_replicas": 3}, headers=admin, timeout=30)
+    assert bad.status_code == 400
+
+    def running_replicas() -> int:
+        state = get_json(f"{mesh.base_url}/healthz")["specialists"]["math"]
+        return sum(r["state"] == "RUNNING" for r in state["replicas"])
+
+    assert httpx.post(url, json={"replicas": 2}, headers=admin, timeout=30).status_code == 200
+    wait_for(lambda: running_replicas() == 2, 120, "math at 2 replicas")
+    result = CliRunner().invoke(
+        app, ["scale", "math", "--replicas", "1", "--token", ADMIN_TOKEN], env=mesh.env
+    )
+    assert result.exit_code == 0, result.output
+    wait_for(lambda: running_replicas() == 1, 120, "math back at 1 replica")
+    status = CliRunner().invoke(app, ["status"], env=mesh.env)
+    assert status.exit_code == 0 and "math" in status.stdout and "RUNNING" in status.stdout
+    assert replica_actors(mesh) == actors_before, "other specialists untouched"
+
+
 def test_usage_stats_and_feedback(mesh: RunningMesh) -> None:
     reply = httpx.post(
         f"{mesh.base_url}/v1/chat/completions",
