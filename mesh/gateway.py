@@ -166,7 +166,7 @@ class Gateway:
         trace: list[dict[str, Any]] = []
         if members:
             ctx = MeshContext(state, ORIGIN, sorted(live), sender_trust="user")
-            data = await draft(ctx, members, body.query())
+            data = await draft(ctx, members, body.query(), params["max_tokens"])
             if data:
                 data.append(AGGREGATE_INSTRUCTION)
             name = choose_aggregator(members, body.mesh, self.settings.panel_aggregator)

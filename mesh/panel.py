@@ -38,9 +38,13 @@ def choose_aggregator(members: list[str], options: MeshOptions | None, default: 
     return requested or (default if default in members else None) or members[0]
 
 
-async def draft(ctx: MeshContext, members: list[str], question: str) -> list[str]:
-    """Ask every member in parallel; return the successful drafts as quoted data blocks."""
-    results = await asyncio.gather(*(ctx.ask(name, question, kind="draft") for name in members))
+async def draft(
+    ctx: MeshContext, members: list[str], question: str, max_tokens: int | None = None
+) -> list[str]:
+    """Ask every member in parallel (drafts as long as the request allows); quote the answers."""
+    results = await asyncio.gather(
+        *(ctx.ask(name, question, kind="draft", max_tokens=max_tokens) for name in members)
+    )
     return [
         quote_data(f"specialist {name} (draft)", result.trust, result.text)
         for name, result in zip(members, results, strict=True)
