@@ -34,14 +34,15 @@ def test_publish_round_trip(registry: Registry) -> None:
 
 
 def test_published_versions_are_immutable(registry: Registry) -> None:
+    owner = registry.principal(registry.tokens.create("tests"), None)
     registry.publish(parse_manifest(manifest_data(version="1.0.0")))
     changed = parse_manifest(manifest_data(version="1.0.0", description="sneaky change"))
     with pytest.raises(ConflictError, match="immutable"):
-        registry.publish(changed)
+        registry.publish(changed, owner)
     assert registry.get("demo").description == "A demo specialist."
     with pytest.raises(ConflictError, match="lower than the latest"):
-        registry.publish(parse_manifest(manifest_data(version="0.9.0")))
-    registry.publish(parse_manifest(manifest_data(version="1.1.0")))
+        registry.publish(parse_manifest(manifest_data(version="0.9.0")), owner)
+    registry.publish(parse_manifest(manifest_data(version="1.1.0")), owner)
     assert registry.versions("demo") == ["1.0.0", "1.1.0"]
     assert registry.get("demo").version == "1.1.0"
 
@@ -84,7 +85,7 @@ def test_embedded_server_persists_across_restarts(tmp_path: Path) -> None:
 
 def test_cli_register_list_show(tmp_path: Path, redis_url: str, registry: Registry) -> None:
     runner = CliRunner()
-    env = {"MESH_REDIS_URL": redis_url, "MESH_HOME": str(tmp_path)}
+    env = {"MESH_REDIS_URL": redis_url, "MESH_HOME": str(tmp_path), "MESH_ADMIN_TOKEN": "adm"}
     good = tmp_path / "demo.yaml"
     good.write_text(parse_manifest(manifest_data()).model_dump_json())
     bad = tmp_path / "bad.yaml"
@@ -101,11 +102,14 @@ def test_cli_register_list_show(tmp_path: Path, redis_url: str, registry: Regist
 
     result = runner.invoke(app, ["register", str(good)], env=env)
     assert result.exit_code == 1
+    assert "needs the token of owner 'tests'" in result.output
+    result = runner.invoke(app, ["register", str(good), "--token", "adm"], env=env)
+    assert result.exit_code == 1
     assert "already published" in result.output
 
     result = runner.invoke(app, ["list", "--json"], env=env)
     assert result.exit_code == 0
-    assert '"name": "demo"' in result.output and '"installed": true' in result.output
+    assert '"name": "demo"' in result.output and '"installed": "1.0.0"' in result.output
 
     result = runner.invoke(app, ["show", "demo@1.0.0"], env=env)
     assert result.exit_code == 0
