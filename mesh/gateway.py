@@ -272,7 +272,9 @@ class Gateway:
     ) -> tuple[SpecialistManifest, RouteDecision]:
         view = self.follower.view
         if body.routed:
-            routed = await self.router.route.remote(body.query(), view.generation)
+            routed = await self.router.route.remote(
+                body.query(), view.generation, body.earlier_user_turns()
+            )
             decision = RouteDecision.model_validate(routed)
             name = decision.chosen
             if name is None:

@@ -29,8 +29,8 @@ def panel_members(
         return [name for name in options.panel if name in live]
     if decision.mode != "panel":
         return []
-    chosen = [t.name for t in decision.targets if t.score >= decision.threshold and t.name in live]
-    return chosen[:MAX_PANEL]
+    chosen = decision.panel or [t.name for t in decision.targets if t.score >= decision.threshold]
+    return [name for name in chosen if name in live][:MAX_PANEL]
 
 
 def choose_aggregator(members: list[str], options: MeshOptions | None, default: str | None) -> str:

@@ -88,6 +88,11 @@ class ChatCompletionRequest(BaseModel):
             for m in self.messages
         ]
 
+    def earlier_user_turns(self) -> list[str]:
+        """The user turns before the last one, for conversation-aware routing."""
+        users = [m.text() for m in self.messages if m.role == "user"]
+        return users[:-1]
+
     def query(self) -> str:
         """The text the router reads: the last user turn."""
         users = [m.text() for m in self.messages if m.role == "user"]

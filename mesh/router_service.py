@@ -19,7 +19,11 @@ logger = logging.getLogger("ray.serve")
 
 class RouterService:
     def __init__(
-        self, controller: DeploymentHandle, fallback: str, method: Method, threshold: float
+        self,
+        controller: DeploymentHandle,
+        fallback: str,
+        method: Method,
+        threshold: float | None,
     ) -> None:
         self.encoder = SentenceTransformerEncoder()
         self.router = Router(
@@ -31,11 +35,14 @@ class RouterService:
         )
         self.follower = LiveFollower(controller, self._rebuild)
 
-    async def route(self, text: str, min_generation: int = -1) -> dict[str, Any]:
-        """Route `text`; first catch up with the live view the caller has already seen."""
+    async def route(
+        self, text: str, min_generation: int = -1, history: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Route `text` (a follow-up stays with its thread: `history` holds the earlier user
+        turns); first catch up with the live view the caller has already seen."""
         if self.follower.view.generation < min_generation:
             await self.follower.refresh()
-        decision = await asyncio.to_thread(self.router.route, text)
+        decision = await asyncio.to_thread(self.router.route, text, history)
         return decision.model_dump(mode="json")
 
     async def indexed(self, refresh: bool = False) -> dict[str, Any]:

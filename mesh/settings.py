@@ -29,8 +29,10 @@ class MeshSettings(BaseSettings):
     )
     token: str | None = Field(None, description="The CLI's store token (owner or admin).")
     fallback: str = Field("general", description="Specialist that answers when none fits.")
-    router_method: Literal["centroid", "knn"] = "knn"
-    router_threshold: float = Field(0.2, ge=-1.0, le=1.0)
+    router_method: Literal["centroid", "knn", "knn-max", "linear"] = "knn"
+    router_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Fallback threshold; unset: the method's default."
+    )
     auto_install: bool = Field(True, description="Install every newly published specialist.")
     max_hops: int = Field(3, ge=0, le=10, description="Specialist-to-specialist hops per request.")
     max_fanout: int = Field(4, ge=1, le=16, description="Asks one specialist may send per request.")

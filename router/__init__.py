@@ -1,11 +1,18 @@
 """Embedding router: picks which specialist answers a query, and explains why."""
 
-from router.decision import RouteDecision, RouteMode, RouteTarget
+from router.batcher import RouteBatcher
+from router.decision import NearestExample, RouteDecision, RouteMode, RouteTarget
 from router.encoder import Encoder, SentenceTransformerEncoder
-from router.router import Router, RouterIndex
+from router.index import RouterIndex
+from router.router import METHOD_DEFAULTS, FitReport, Method, Router
 
 __all__ = [
+    "METHOD_DEFAULTS",
     "Encoder",
+    "FitReport",
+    "Method",
+    "NearestExample",
+    "RouteBatcher",
     "RouteDecision",
     "RouteMode",
     "RouteTarget",

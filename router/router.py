@@ -1,58 +1,78 @@
-"""`Router`: scores a query against every installed specialist's examples and picks who answers.
+"""`Router`: scores a query against every installed specialist and picks who answers.
 
-Scoring is one matrix product of the query embedding with the example matrix. Two methods:
-`centroid` (similarity to the mean example) and `knn` (mean of the top-k example similarities,
-the default: it keeps a specialist with varied examples from being averaged into mush).
-Below `threshold` the decision falls back to the configured fallback specialist.
+One encoder call per batch of queries (through an LRU cache of query embeddings), one matrix
+product for the scores, then the rules of `router.policy`. Methods are in `router.scoring`;
+`fit` calibrates per-specialist thresholds (and trains the linear head) from labelled data.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 
-from router.decision import RouteDecision, RouteTarget
+from router.cache import EmbeddingCache
+from router.calibrate import fit_thresholds
+from router.decision import NearestExample, RouteDecision
 from router.encoder import Encoder, SentenceTransformerEncoder
+from router.index import RouterIndex
+from router.policy import Policy, decide, find_pin
+from router.scoring import Scorer, build_scorer
 
-Method = Literal["centroid", "knn"]
-DEFAULT_THRESHOLD = 0.2
+Method = Literal["centroid", "knn", "knn-max", "linear"]
 TOP_CANDIDATES = 3
+HISTORY_TURNS = 6
+FOLDS = 5
 
 
-class RouterIndex:
-    """Example embeddings of the installed specialists, grouped by specialist."""
+@dataclass(frozen=True)
+class MethodDefaults:
+    """Scales differ: cosine for the example methods, probability for the linear head."""
 
-    def __init__(self, names: list[str], vectors: np.ndarray, owners: np.ndarray) -> None:
-        self.names = names
-        self.vectors = vectors  # (n_examples, dim), L2-normalised
-        self.owners = owners  # (n_examples,) index into names
+    threshold: float
+    panel_margin: float
+    switch_margin: float
 
-    @classmethod
-    def build(cls, encoder: Encoder, examples: dict[str, list[str]]) -> RouterIndex:
-        names = sorted(name for name, texts in examples.items() if texts)
-        texts = [text for name in names for text in examples[name]]
-        owners = np.array([i for i, name in enumerate(names) for _ in examples[name]], dtype=int)
-        vectors = encoder.encode(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-        return cls(names, vectors, owners)
 
-    def scores(self, queries: np.ndarray, method: Method, k: int) -> np.ndarray:
-        """(n_queries, n_specialists) similarity scores."""
-        similarities = queries @ self.vectors.T  # (q, n_examples)
-        out = np.full((queries.shape[0], len(self.names)), -1.0, dtype=np.float32)
-        for i in range(len(self.names)):
-            own = similarities[:, self.owners == i]
-            if method == "centroid":
-                centroid = self.vectors[self.owners == i].mean(axis=0)
-                centroid /= np.linalg.norm(centroid) or 1.0
-                out[:, i] = queries @ centroid
-            else:
-                top = np.sort(own, axis=1)[:, -min(k, own.shape[1]) :]
-                out[:, i] = top.mean(axis=1)
-        return out
+METHOD_DEFAULTS: dict[str, MethodDefaults] = {
+    "centroid": MethodDefaults(threshold=0.2, panel_margin=0.02, switch_margin=0.15),
+    "knn": MethodDefaults(threshold=0.2, panel_margin=0.02, switch_margin=0.15),
+    "knn-max": MethodDefaults(threshold=0.25, panel_margin=0.02, switch_margin=0.15),
+    "linear": MethodDefaults(threshold=0.3, panel_margin=0.1, switch_margin=0.2),
+}
+DEFAULT_THRESHOLD = METHOD_DEFAULTS["knn"].threshold
+
+
+@dataclass(frozen=True)
+class _View:
+    index: RouterIndex
+    scorer: Scorer
+    cuts: np.ndarray  # thresholds aligned with index.names
+
+
+class FitReport(BaseModel):
+    """What `Router.fit` learnt, for logs and the CLI."""
+
+    method: str
+    n_in_scope: int
+    n_out_of_scope: int
+    global_threshold: float
+    thresholds: dict[str, float] = Field(description="Per-specialist thresholds now in use.")
 
 
 class Router:
+    """Routes queries to specialists. Options left `None` take the method's defaults.
+
+    `thresholds` are per specialist (others use `threshold`); `short_turn` is the word count up
+    to which a conversation turn counts as a follow-up; `explain` is how many nearest examples
+    each candidate shows. Swap `index` to follow installs; set thresholds by assignment or
+    `fit`. `method` and `k` are fixed at construction.
+    """
+
     def __init__(
         self,
         encoder: Encoder,
@@ -60,15 +80,32 @@ class Router:
         *,
         fallback: str | None = None,
         method: Method = "knn",
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         k: int = 3,
+        panel_margin: float | None = None,
+        switch_margin: float | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        short_turn: int = 8,
+        cache_size: int = 4096,
+        explain: int = 2,
     ) -> None:
+        if method not in METHOD_DEFAULTS:
+            raise ValueError(f"unknown routing method {method!r}: one of {list(METHOD_DEFAULTS)}")
+        defaults = METHOD_DEFAULTS[method]
         self.encoder = encoder
-        self.index = index
+        self.cache = EmbeddingCache(encoder, cache_size)
         self.fallback = fallback
         self.method: Method = method
-        self.threshold = threshold
+        self._view: _View | None = None
+        self.threshold = defaults.threshold if threshold is None else threshold
+        self.thresholds = thresholds or {}
         self.k = k
+        self.panel_margin = defaults.panel_margin if panel_margin is None else panel_margin
+        self.switch_margin = defaults.switch_margin if switch_margin is None else switch_margin
+        self.short_turn = short_turn
+        self.explain = explain
+        self._extra: tuple[np.ndarray, list[str]] | None = None
+        self.index = index
 
     @classmethod
     def from_examples(
@@ -78,55 +115,226 @@ class Router:
         method: Method = "knn",
         *,
         encoder: Encoder | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
+        **options: Any,
     ) -> Router:
         encoder = encoder or SentenceTransformerEncoder()
-        return cls(
-            encoder,
-            RouterIndex.build(encoder, examples),
-            fallback=fallback,
-            method=method,
-            threshold=threshold,
+        index = RouterIndex.build(encoder, examples)
+        return cls(encoder, index, fallback=fallback, method=method, threshold=threshold, **options)
+
+    @property
+    def index(self) -> RouterIndex:
+        return self._index
+
+    @index.setter
+    def index(self, index: RouterIndex) -> None:
+        """Swap in a rebuilt index (specialists installed or removed); the head retrains."""
+        self._index = index
+        self._view = None
+
+    @property
+    def threshold(self) -> float:
+        """The threshold of every specialist without a fitted one of its own."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = float(value)
+        self._view = None
+
+    @property
+    def thresholds(self) -> Mapping[str, float]:
+        """Per-specialist thresholds (read-only: assign a new mapping to change them)."""
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, value: Mapping[str, float]) -> None:
+        self._thresholds = MappingProxyType(dict(value))
+        self._view = None
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            method=self.method,
+            fallback=self.fallback,
+            panel_margin=self.panel_margin,
+            switch_margin=self.switch_margin,
+            short_turn=self.short_turn,
+            top_candidates=TOP_CANDIDATES,
         )
 
-    def route(self, text: str) -> RouteDecision:
-        return self.route_batch([text])[0]
-
-    def route_batch(self, texts: list[str]) -> list[RouteDecision]:
-        if not self.index.names:
-            return [self._decide(None) for _ in texts]
-        scores = self.index.scores(self.encoder.encode(texts), self.method, self.k)
-        return [self._decide(row) for row in scores]
-
-    def _decide(self, row: np.ndarray | None) -> RouteDecision:
-        if row is None:
-            return RouteDecision(
-                targets=[],
-                mode="fallback",
-                threshold=self.threshold,
-                reason="no specialists are installed",
+    def view(self) -> _View:
+        """The index with the scorer and thresholds built for it. A route holds on to one view,
+        so an index swapped in by another thread mid-route cannot mix two states."""
+        view = self._view
+        if view is None:
+            index = self._index
+            cuts = np.array(
+                [self.thresholds.get(name, self.threshold) for name in index.names]
+                or [self.threshold],
+                dtype=np.float32,
             )
-        order = np.argsort(-row)[:TOP_CANDIDATES]
-        targets = [
-            RouteTarget(name=self.index.names[i], score=round(float(row[i]), 4)) for i in order
+            view = _View(
+                index, build_scorer(self.method, index, self.k, self._extra_ids(index)), cuts
+            )
+            if self._index is index:
+                self._view = view
+        return view
+
+    def threshold_row(self) -> np.ndarray:
+        """Thresholds aligned with `index.names`: fitted ones, else the global threshold."""
+        return self.view().cuts
+
+    def scorer(self) -> Scorer:
+        return self.view().scorer
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.cache.encode(texts)
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """(texts, specialists) scores in `index.names` order; no pins, no history."""
+        if not texts:
+            return np.zeros((0, len(self.index.names)), dtype=np.float32)
+        return self.scorer().scores(self.embed(texts))
+
+    def route(self, text: str, history: Sequence[str] | None = None) -> RouteDecision:
+        """Route one query; `history` holds the conversation's earlier user turns, oldest first."""
+        return self.route_batch([text], [history] if history else None)[0]
+
+    def route_conversation(self, messages: Iterable[Mapping[str, Any]]) -> RouteDecision:
+        """Route the last user turn of OpenAI-style messages, the earlier ones as history."""
+        turns = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
+        if not turns:
+            raise ValueError("no user message to route")
+        return self.route(turns[-1], turns[:-1])
+
+    def route_batch(
+        self, texts: list[str], histories: Sequence[Sequence[str] | None] | None = None
+    ) -> list[RouteDecision]:
+        """Route many queries with one encoder call for all of them and their histories."""
+        histories = histories or [None] * len(texts)
+        view = self.view()
+        names, ids = view.index.names, view.index.ids
+        pins = [[find_pin(t, ids) for t in (h or [])[-HISTORY_TURNS:]] for h in histories]
+        current = [find_pin(t, ids) for t in texts]
+        unique = list(dict.fromkeys(t for _, t in [*current, *(p for h in pins for p in h)]))
+        if not names or not unique:
+            return [self._decide(view, np.zeros(0), None, None, None) for _ in texts]
+        vectors = self.embed(unique)
+        rows = dict(zip(unique, view.scorer.scores(vectors), strict=True))
+        queries = dict(zip(unique, vectors, strict=True))
+        decisions = []
+        for (pin, text), turns in zip(current, pins, strict=True):
+            thread = self._thread(view, turns, rows)
+            words = len(text.split())
+            decisions.append(self._decide(view, rows[text], pin, thread, queries[text], words))
+        return decisions
+
+    def _thread(
+        self, view: _View, turns: list[tuple[str | None, str]], rows: dict[str, np.ndarray]
+    ) -> int | None:
+        """Replay the earlier turns: the conversation's specialist is the last one chosen."""
+        thread: int | None = None
+        for pin, text in turns:
+            decision = self._decide(view, rows[text], pin, thread, None, len(text.split()))
+            if decision.mode != "fallback" and decision.chosen is not None:
+                thread = view.index.ids[decision.chosen]
+        return thread
+
+    def _decide(
+        self,
+        view: _View,
+        row: np.ndarray,
+        pin: str | None,
+        thread: int | None,
+        query: np.ndarray | None,
+        words: int = 0,
+    ) -> RouteDecision:
+        index = view.index
+
+        def explain(i: int) -> list[NearestExample]:
+            assert query is not None
+            return [
+                NearestExample(text=text, score=round(score, 4))
+                for text, score in index.nearest(query, i, self.explain)
+            ]
+
+        return decide(
+            index.names,
+            row,
+            view.cuts,
+            self.policy,
+            pinned=index.ids[pin] if pin else None,
+            thread=thread,
+            words=words,
+            fallback_id=index.ids.get(self.fallback) if self.fallback else None,
+            explain=explain if query is not None and self.explain > 0 else None,
+        )
+
+    def fit(self, texts: list[str], labels: list[str | None]) -> FitReport:
+        """Calibrate per-specialist thresholds on labelled queries (None = out of scope).
+
+        For `linear`, the head also learns from the in-scope queries; the thresholds are
+        then set on out-of-fold scores, so they are not fitted to the head's own training data.
+        """
+        if len(texts) != len(labels):
+            raise ValueError("texts and labels differ in length")
+        names = self.index.names
+        unknown = sorted({label for label in labels if label is not None} - set(names))
+        if unknown:
+            raise ValueError(f"labels name specialists that are not indexed: {unknown}")
+        ids: list[int | None] = [
+            None if label is None else self.index.ids[label] for label in labels
         ]
-        best = targets[0]
-        if best.score >= self.threshold:
-            return RouteDecision(
-                targets=targets,
-                mode="single",
-                threshold=self.threshold,
-                reason=f"{best.name} scored {best.score:.2f} >= threshold {self.threshold:.2f} "
-                f"({self.method})",
-            )
-        if self.fallback and self.fallback in self.index.names:
-            others = [t for t in targets if t.name != self.fallback]
-            score = float(row[self.index.names.index(self.fallback)])
-            targets = [RouteTarget(name=self.fallback, score=round(score, 4)), *others]
-        return RouteDecision(
-            targets=targets[:TOP_CANDIDATES],
-            mode="fallback",
-            threshold=self.threshold,
-            reason=f"best score {best.score:.2f} ({best.name}) is below threshold "
-            f"{self.threshold:.2f}; falling back to {targets[0].name}",
+        vectors = self.embed(list(texts)) if texts else np.zeros((0, self.index.dim))
+        if self.method == "linear":
+            scores = self._fit_linear(vectors, ids)
+        else:
+            scores = self.scorer().scores(vectors)
+        global_cut, per = fit_thresholds(scores, ids)
+        self.threshold = global_cut
+        self.thresholds = {name: round(float(cut), 4) for name, cut in zip(names, per, strict=True)}
+        return FitReport(
+            method=self.method,
+            n_in_scope=sum(i is not None for i in ids),
+            n_out_of_scope=sum(i is None for i in ids),
+            global_threshold=round(global_cut, 4),
+            thresholds=dict(self.thresholds),
         )
+
+    def _fit_linear(self, vectors: np.ndarray, ids: list[int | None]) -> np.ndarray:
+        """Out-of-fold scores for the in-scope rows; the final head scores the rest."""
+        names = self.index.names
+        inside = np.array([i is not None for i in ids], dtype=bool)
+        labels = np.array([-1 if i is None else i for i in ids])
+        scores = np.zeros((len(vectors), len(names)), dtype=np.float32)
+        folds = np.arange(len(vectors)) % FOLDS
+        for fold in range(FOLDS):
+            train = inside & (folds != fold)
+            held = inside & (folds == fold)
+            if held.any():
+                head = build_scorer("linear", self.index, self.k, (vectors[train], labels[train]))
+                scores[held] = head.scores(vectors[held])
+        self._extra = (vectors[inside], [names[i] for i in labels[inside]])
+        self._view = None
+        if (~inside).any():
+            scores[~inside] = self.scorer().scores(vectors[~inside])
+        return scores
+
+    def _extra_ids(self, index: RouterIndex) -> tuple[np.ndarray, np.ndarray] | None:
+        """Labelled vectors from `fit` that still name indexed specialists, as ids."""
+        if self._extra is None:
+            return None
+        vectors, labels = self._extra
+        keep = [i for i, name in enumerate(labels) if name in index.ids]
+        ids = np.array([index.ids[labels[i]] for i in keep], dtype=int)
+        return vectors[keep], ids
+
+
+def _text(content: Any) -> str:
+    """OpenAI content is a string or a list of parts; routing reads the text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+    return "" if content is None else str(content)

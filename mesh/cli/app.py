@@ -28,14 +28,19 @@ class _MeshGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(
-    name="mesh",
-    cls=_MeshGroup,
-    help="Run, query and publish to a mesh of specialist LLMs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+def command_group(name: str, help: str) -> typer.Typer:
+    """A Typer app (or sub-app) with the mesh's error handling and conventions."""
+    return typer.Typer(
+        name=name,
+        cls=_MeshGroup,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+
+app = command_group("mesh", "Run, query and publish to a mesh of specialist LLMs.")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 UrlOption = Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.app import JsonFlag, TokenOption, app, echo_json, open_store
+from mesh.cli.app import JsonFlag, TokenOption, app, command_group, echo_json, open_store
 
 
 @app.command()
@@ -147,7 +147,7 @@ def import_command(
     typer.echo(f"imported {count} specialists from {file}")
 
 
-token_app = typer.Typer(help="Store tokens: who may publish new versions of a specialist.")
+token_app = command_group("token", "Store tokens: who may publish new versions of a specialist.")
 app.add_typer(token_app, name="token")
 
 
