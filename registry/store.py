@@ -260,9 +260,13 @@ class Registry:
         resolved = {}
         for name, state in self.install_states().items():
             manifest = self.get(name, state.version)
-            override = self.scale_override(name)
-            if override is not None:
-                manifest = manifest.model_copy(update={"scaling": override})
+            replicas = self._scale_range(name)
+            if replicas is not None:
+                low, high = replicas
+                scaling = manifest.scaling.model_copy(
+                    update={"min_replicas": low, "max_replicas": high}
+                )
+                manifest = manifest.model_copy(update={"scaling": scaling})
             resolved[name] = manifest
         return resolved
 
@@ -274,10 +278,9 @@ class Registry:
         (principal or Principal(operator=True)).require_operator(f"scaling {name}")
         base = self.get(name).scaling
         try:
-            scaling = base.model_copy(
-                update={"min_replicas": min_replicas, "max_replicas": max_replicas}
+            scaling = Scaling.model_validate(
+                {**base.model_dump(), "min_replicas": min_replicas, "max_replicas": max_replicas}
             )
-            Scaling.model_validate(scaling.model_dump())
         except ValueError as error:
             raise InvalidRequestError(f"bad replica range: {error}", param="replicas") from None
         with self._errors(), self.client.pipeline(transaction=True) as pipe:
@@ -288,13 +291,13 @@ class Registry:
             pipe.execute()
         return scaling
 
-    def scale_override(self, name: str) -> Scaling | None:
+    def _scale_range(self, name: str) -> tuple[int, int] | None:
+        """This mesh's replica override for `name` (set by `scale`), if any."""
         with self._errors():
             low, high = self.client.hmget(keys.meta(name), "scale:min", "scale:max")
         if low is None or high is None:
             return None
-        base = self.get(name).scaling
-        return base.model_copy(update={"min_replicas": int(low), "max_replicas": int(high)})
+        return int(low), int(high)
 
     def install_states(self) -> dict[str, InstallState]:
         with self._errors():

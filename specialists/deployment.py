@@ -72,9 +72,6 @@ class SpecialistDeployment:
         # for the same cores. Batching concurrent requests is the next step (see docs).
         self._lock = asyncio.Lock()
 
-    def info(self) -> dict[str, Any]:
-        return {"name": self.manifest.name, "version": self.manifest.version}
-
     # -- entry points ---------------------------------------------------------------------
     async def chat(
         self,
@@ -84,17 +81,9 @@ class SpecialistDeployment:
         data: list[str] | None = None,
     ) -> GenerationResult:
         ctx = self._context(context)
-        parsed = GenerationParams.model_validate(params)
-        if self.tool is not None:
-            return await self._run_tool(messages, ctx)
-        prepared = await self._delegate(messages, ctx, data or [])
-        result = await self._generate(prepared.messages, parsed, ctx)
-        follow_up = parse_directives(result.text, prepared.received)
-        if follow_up:  # the model asked for help itself: ask, then answer again with the data
-            await self._ask_all(follow_up, ctx, prepared)
-            result = await self._generate(prepared.messages, parsed, ctx)
-        text = cite_missing(strip_directives(result.text), prepared.exact)
-        return result.model_copy(update={"text": text, "trace": ctx.trace})
+        return await self._answer(
+            messages, GenerationParams.model_validate(params), ctx, data or []
+        )
 
     async def chat_stream(
         self,
@@ -149,15 +138,13 @@ class SpecialistDeployment:
         limit = min(
             max_tokens or self.manifest.generation.max_tokens, max(ctx.remaining_tokens(), 1)
         )
-        params = GenerationParams.merge(self.manifest.generation, max_tokens=limit).model_dump()
+        params = GenerationParams.merge(self.manifest.generation, max_tokens=limit)
         chat = [{"role": "user", "content": incoming.content}]
-        result = await self.chat(chat, params, ctx.state.model_dump())
+        result = await self._answer(chat, params, ctx, [])
         return Reply(
             text=result.text,
             tokens=result.completion_tokens,
-            tokens_used=ctx.state.tokens_used
-            + result.completion_tokens
-            + sum(event.tokens for event in result.trace),
+            tokens_used=ctx.state.tokens_used,  # this answer and everything it asked for
             trust="tool" if self.tool is not None else "specialist",
             trace=result.trace,
         )
@@ -167,6 +154,25 @@ class SpecialistDeployment:
             raise RuntimeError("engine not loaded")
 
     # -- steps ----------------------------------------------------------------------------
+    async def _answer(
+        self,
+        messages: list[dict[str, Any]],
+        params: GenerationParams,
+        ctx: MeshContext,
+        data: list[str],
+    ) -> GenerationResult:
+        """Delegate, generate, follow the model's own directives once, cite exact results."""
+        if self.tool is not None:
+            return await self._run_tool(messages, ctx)
+        prepared = await self._delegate(messages, ctx, data)
+        result = await self._generate(prepared.messages, params, ctx)
+        follow_up = parse_directives(result.text, prepared.received)
+        if follow_up:  # the model asked for help itself: ask, then answer again with the data
+            await self._ask_all(follow_up, ctx, prepared)
+            result = await self._generate(prepared.messages, params, ctx)
+        text = cite_missing(strip_directives(result.text), prepared.exact)
+        return result.model_copy(update={"text": text, "trace": ctx.trace})
+
     def _context(self, state: dict[str, Any] | None) -> MeshContext:
         parsed = ContextState.model_validate(state) if state else ContextState()
         if not parsed.path:
@@ -178,6 +184,7 @@ class SpecialistDeployment:
         query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         text = await self.tool.run(query, ctx)
         tokens = max(len(text.split()), 1)
+        ctx.spend(tokens)
         return GenerationResult(
             text=text,
             prompt_tokens=len(query.split()),
