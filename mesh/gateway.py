@@ -21,7 +21,7 @@ from mesh.controller import LiveView
 from mesh.errors import as_mesh_error, error_response, install_error_handlers
 from mesh.http_auth import check_api_key
 from mesh.live import LiveFollower
-from mesh.panel import AGGREGATE_INSTRUCTION, choose_aggregator, draft, panel_members
+from mesh.panel import panel_members, run_panel
 from mesh.protocol import (
     ChatCompletionRequest,
     MeshInfo,
@@ -43,10 +43,9 @@ from registry import (
 )
 from registry.errors import MeshError
 from router.decision import RouteDecision, RouteTarget
-from specialists.context import MeshContext
 from specialists.deployment import app_name
 from specialists.engine import GenerationParams, GenerationResult, TextDelta
-from specialists.messages import ORIGIN, Bounds, ContextState, TraceEvent
+from specialists.messages import Bounds, ContextState
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="specialist-mesh", version="0.1.0")
@@ -165,25 +164,18 @@ class Gateway:
         data: list[str] = []
         trace: list[dict[str, Any]] = []
         if members:
-            ctx = MeshContext(state, ORIGIN, sorted(live), sender_trust="user")
-            data = await draft(ctx, members, body.query(), params["max_tokens"])
-            if data:
-                data.append(AGGREGATE_INSTRUCTION)
-            name = choose_aggregator(members, body.mesh, self.settings.panel_aggregator)
-            manifest = self.follower.view.specialists[name]
-            decision = decision.model_copy(update={"mode": "panel"})
-            state = ctx.state
-            aggregate = TraceEvent.model_validate(
-                {
-                    "from": ORIGIN,
-                    "to": name,
-                    "hop": 0,
-                    "kind": "aggregate",
-                    "content": f"{len(data) - 1 if data else 0} drafts",
-                    "note": "writes the answer",
-                }
+            panel = await run_panel(
+                state,
+                members,
+                live,
+                body.query(),
+                options=body.mesh,
+                default_aggregator=self.settings.panel_aggregator,
+                max_tokens=params["max_tokens"],
             )
-            trace = [event.dump() for event in [*ctx.trace, aggregate]]
+            manifest = self.follower.view.specialists[panel.aggregator]
+            decision = decision.model_copy(update={"mode": "panel"})
+            state, data, trace = panel.state, panel.data, panel.trace
         state = state.model_copy(update={"path": [manifest.name]})
         info = MeshInfo(
             specialist=manifest.name, version=manifest.version, decision=decision, trace=trace

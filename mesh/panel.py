@@ -8,11 +8,14 @@ quoted data with their provenance: drafts inform the final answer, they never in
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+from pydantic import BaseModel
 
 from mesh.protocol import MeshOptions
 from router.decision import RouteDecision
 from specialists.context import MeshContext
-from specialists.messages import quote_data
+from specialists.messages import ORIGIN, ContextState, TraceEvent, quote_data
 
 MAX_PANEL = 3
 AGGREGATE_INSTRUCTION = (
@@ -36,6 +39,46 @@ def panel_members(
 def choose_aggregator(members: list[str], options: MeshOptions | None, default: str | None) -> str:
     requested = options.aggregator if options is not None else None
     return requested or (default if default in members else None) or members[0]
+
+
+class PanelRun(BaseModel):
+    """What a panel hands to its aggregator: drafts as data, and the gateway-level trace."""
+
+    aggregator: str
+    data: list[str]
+    trace: list[dict[str, Any]]
+    state: ContextState
+
+
+async def run_panel(
+    state: ContextState,
+    members: list[str],
+    live: set[str],
+    question: str,
+    *,
+    options: MeshOptions | None,
+    default_aggregator: str | None,
+    max_tokens: int,
+) -> PanelRun:
+    """Draft in parallel, then name the aggregator that writes the answer from the drafts."""
+    ctx = MeshContext(state, ORIGIN, sorted(live), sender_trust="user")
+    data = await draft(ctx, members, question, max_tokens)
+    drafts = len(data)
+    if data:
+        data.append(AGGREGATE_INSTRUCTION)
+    aggregator = choose_aggregator(members, options, default_aggregator)
+    aggregate = TraceEvent.model_validate(
+        {
+            "from": ORIGIN,
+            "to": aggregator,
+            "hop": 0,
+            "kind": "aggregate",
+            "content": f"{drafts} drafts",
+            "note": "writes the answer",
+        }
+    )
+    trace = [event.dump() for event in [*ctx.trace, aggregate]]
+    return PanelRun(aggregator=aggregator, data=data, trace=trace, state=ctx.state)
 
 
 async def draft(

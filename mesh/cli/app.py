@@ -60,6 +60,14 @@ def load_settings() -> Any:
     return MeshSettings()
 
 
+def gateway_client(url: str | None = None) -> Any:
+    """An HTTP client of the running mesh (MESH_PORT, or --url), with the API key if set."""
+    from mesh.client import MeshClient
+
+    settings = load_settings()
+    return MeshClient(url or settings.base_url, api_key=(settings.api_keys or [None])[0])
+
+
 @contextlib.contextmanager
 def open_store(token: str | None = None) -> Iterator[tuple[Any, Any]]:
     """The registry (embedded Redis or MESH_REDIS_URL) and who is acting on it."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.app import JsonFlag, UrlOption, app, load_settings
+from mesh.cli.app import JsonFlag, UrlOption, app, gateway_client, load_settings
 
 
 @app.command()
@@ -36,11 +36,9 @@ def ask(
     url: UrlOption = None,
 ) -> None:
     """Ask a question; the router picks the specialist unless you pin one."""
-    from mesh.client import MeshClient
-
-    settings = load_settings()
-    client = MeshClient(url or settings.base_url, api_key=(settings.api_keys or [None])[0])
-    reply = client.chat([{"role": "user", "content": question}], model=specialist or "mesh")
+    reply = gateway_client(url).chat(
+        [{"role": "user", "content": question}], model=specialist or "mesh"
+    )
     if as_json:
         typer.echo(json.dumps(reply, indent=2))
         return
@@ -64,11 +62,7 @@ def route(
     url: UrlOption = None,
 ) -> None:
     """Dry run: which specialist the running mesh would pick, and why."""
-    from mesh.client import MeshClient
-
-    settings = load_settings()
-    client = MeshClient(url or settings.base_url, api_key=(settings.api_keys or [None])[0])
-    decision = client.route(text)
+    decision = gateway_client(url).route(text)
     if as_json:
         typer.echo(json.dumps(decision, indent=2))
         return
@@ -80,10 +74,7 @@ def route(
 @app.command()
 def status(as_json: JsonFlag = False, url: UrlOption = None) -> None:
     """Each specialist's state and replicas (with their nodes) in the running mesh."""
-    from mesh.client import MeshClient
-
-    settings = load_settings()
-    health = MeshClient(url or settings.base_url).health()
+    health = gateway_client(url).health()
     if as_json:
         typer.echo(json.dumps(health, indent=2))
         return
