@@ -37,7 +37,7 @@ def build_mesh_app(settings: MeshSettings | dict[str, Any] | None = None) -> App
         name="router",
         ray_actor_options={"num_cpus": 0.1},
         max_ongoing_requests=256,
-    ).bind(controller, settings.fallback, settings.router_method, settings.router_threshold)
+    ).bind(controller, settings.model_dump(mode="json"))
     gateway = serve.deployment(
         Gateway, name="gateway", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256
     )

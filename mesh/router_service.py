@@ -1,9 +1,19 @@
-"""`RouterService`: the router as a Serve deployment, kept in step with the live specialists."""
+"""`RouterService`: the router as a Serve deployment, kept in step with the live specialists.
+
+Concurrent `route` calls share encoder calls through `RouteBatcher` (not `@serve.batch`: it adds
+no wait when the encoder is idle, carries each call's history, can keep several batches encoding
+on spare cores, and is tested without Ray), behind the router's query-embedding cache. What it
+routes with is a `LiveRouter`: loaded from the current router artifact in Redis at start (the
+frozen MiniLM when there is none or it is damaged), re-indexed as soon as the installed set
+changes, refitted in the background, and reloaded when `mesh router fit` makes a new artifact
+current. Each swap replaces the whole router between two batches.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
@@ -11,29 +21,61 @@ from ray.serve.handle import DeploymentHandle
 from mesh.controller import LiveView
 from mesh.live import LiveFollower
 from mesh.search import semantic_scores
-from router import Router, RouterIndex, SentenceTransformerEncoder
-from router.router import Method
+from mesh.settings import MeshSettings
+from registry.router_artifacts import RouterArtifactStore
+from router.artifact import EncoderLoader
+from router.batcher import RouteBatcher
+from router.encoder import Encoder, SentenceTransformerEncoder
+from router.finetune import FinetuneSettings
+from router.live import LiveRouter, LiveRouterOptions
 
 logger = logging.getLogger("ray.serve")
+
+
+def live_options(settings: MeshSettings) -> LiveRouterOptions:
+    return LiveRouterOptions(
+        home=settings.data_dir,
+        method=settings.router_method,
+        fallback=settings.fallback,
+        threshold=settings.router_threshold,
+        refit=settings.router_refit,
+        refit_encoder=settings.router_refit_encoder,
+        refit_delay_s=settings.router_refit_delay_s,
+        finetune=FinetuneSettings(steps=settings.router_finetune_steps),
+    )
 
 
 class RouterService:
     def __init__(
         self,
         controller: DeploymentHandle,
-        fallback: str,
-        method: Method,
-        threshold: float | None,
+        settings: MeshSettings | dict[str, Any],
+        *,
+        load: EncoderLoader = SentenceTransformerEncoder,
+        frozen: Callable[[], Encoder] | None = None,
     ) -> None:
-        self.encoder = SentenceTransformerEncoder()
-        self.router = Router(
-            self.encoder,
-            RouterIndex.build(self.encoder, {}),
-            fallback=fallback,
-            method=method,
-            threshold=threshold,
+        """`load` opens a fine-tuned encoder folder, `frozen` the base encoder (default: the
+        offline MiniLM); tests inject small ones."""
+        if not isinstance(settings, MeshSettings):
+            settings = MeshSettings.model_validate(settings)
+        store = RouterArtifactStore.from_url(settings.redis_url) if settings.redis_url else None
+        self.live = LiveRouter(live_options(settings), store=store, load=load, frozen=frozen)
+        self.live.start()
+        status = self.live.status()
+        logger.info(
+            "router serving artifact %s%s",
+            (status["artifact"] or {}).get("version", "none (frozen encoder, default thresholds)"),
+            " (degraded: the current artifact could not be loaded)" if status["degraded"] else "",
         )
+        self.batcher = RouteBatcher(
+            self.live,
+            max_batch=settings.router_max_batch,
+            max_wait_ms=settings.router_batch_wait_ms,
+            max_inflight=settings.router_inflight,
+        )
+        self.reload_s = settings.router_reload_s
         self.follower = LiveFollower(controller, self._rebuild)
+        self._reloader = asyncio.get_event_loop().create_task(self._reload_loop())
 
     async def route(
         self, text: str, min_generation: int = -1, history: list[str] | None = None
@@ -42,22 +84,44 @@ class RouterService:
         turns); first catch up with the live view the caller has already seen."""
         if self.follower.view.generation < min_generation:
             await self.follower.refresh()
-        decision = await asyncio.to_thread(self.router.route, text, history)
+        decision = await self.batcher.route(text, history)
         return decision.model_dump(mode="json")
 
     async def indexed(self, refresh: bool = False) -> dict[str, Any]:
-        """Which specialists the index covers, at which live generation."""
+        """Which specialists the index covers, at which live generation, from which artifact."""
         if refresh:
             await self.follower.refresh()
-        return {"generation": self.follower.view.generation, "specialists": self.router.index.names}
+        return {
+            "generation": self.follower.view.generation,
+            "specialists": self.live.router.index.names,
+            **self.live.status(),
+        }
 
     async def semantic_scores(
         self, query: str, texts_by_name: dict[str, list[str]]
     ) -> dict[str, float]:
-        """Store search uses the router's encoder, so there is one copy of the model."""
-        return await asyncio.to_thread(semantic_scores, self.encoder, query, texts_by_name)
+        """Store search uses the frozen encoder (the router's own when it is not fine-tuned):
+        a fine-tuned one is adapted to the installed specialists, not to the whole store."""
+        encoder = self.live.frozen_encoder()
+        return await asyncio.to_thread(semantic_scores, encoder, query, texts_by_name)
 
     async def _rebuild(self, view: LiveView) -> None:
         examples = {name: [*m.examples, m.description] for name, m in view.specialists.items()}
-        self.router.index = await asyncio.to_thread(RouterIndex.build, self.encoder, examples)
-        logger.info("router index now covers %s", self.router.index.names)
+        installed = {name: m.version for name, m in view.specialists.items()}
+        await asyncio.to_thread(self.live.update, installed, examples)
+        logger.info("router index now covers %s", self.live.router.index.names)
+        self.live.schedule_refit()
+
+    async def _reload_loop(self) -> None:
+        """Pick up an artifact that `mesh router fit` made current while the mesh runs."""
+        last_error = ""
+        while True:
+            await asyncio.sleep(self.reload_s)
+            try:
+                if await asyncio.to_thread(self.live.reload_if_changed):
+                    self.live.schedule_refit()
+                last_error = ""
+            except Exception as error:
+                if str(error) != last_error:
+                    logger.warning("cannot check for a new router artifact: %s", error)
+                last_error = str(error)

@@ -33,6 +33,28 @@ class MeshSettings(BaseSettings):
     router_threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Fallback threshold; unset: the method's default."
     )
+    router_refit: bool = Field(
+        True,
+        description="When the installed set changes, refit the router artifact's thresholds "
+        "and linear head in the background (the old router serves meanwhile).",
+    )
+    router_refit_encoder: bool = Field(
+        False, description="Also fine-tune the encoder on those refits (minutes of CPU)."
+    )
+    router_refit_delay_s: float = Field(
+        2.0, ge=0, description="Wait for a burst of installs to settle before refitting."
+    )
+    router_finetune_steps: int = Field(150, ge=1, description="Encoder fine-tuning steps.")
+    router_reload_s: float = Field(
+        5.0, gt=0, description="How often the router checks for a new current artifact."
+    )
+    router_max_batch: int = Field(64, ge=1, description="Route calls per encoder call.")
+    router_batch_wait_ms: float = Field(
+        0.0, ge=0, description="Hold a batch open this long for more company (0: never wait)."
+    )
+    router_inflight: int = Field(
+        1, ge=1, description="Batches encoding at once (one thread each): use spare cores."
+    )
     auto_install: bool = Field(True, description="Install every newly published specialist.")
     max_hops: int = Field(3, ge=0, le=10, description="Specialist-to-specialist hops per request.")
     max_fanout: int = Field(4, ge=1, le=16, description="Asks one specialist may send per request.")

@@ -11,6 +11,9 @@ mesh:stats:{name}                     hash of usage counters (routed, pinned, er
 mesh:stats:{name}:latency             list of recent latencies in ms (newest first, capped)
 mesh:response:{id}                    specialist that produced a response (for feedback)
 mesh:events                           stream of registry changes
+mesh:router:artifacts                 sorted set of router artifact versions (score: save time)
+mesh:router:artifact:{version}        JSON of one immutable router artifact record
+mesh:router:current                   the router artifact version the router serves
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ SPECIALISTS = f"{PREFIX}:specialists"
 INSTALLED = f"{PREFIX}:installed"
 TOKENS = f"{PREFIX}:tokens"
 EVENTS = f"{PREFIX}:events"
+ROUTER_ARTIFACTS = f"{PREFIX}:router:artifacts"
+ROUTER_CURRENT = f"{PREFIX}:router:current"
 EVENTS_MAXLEN = 10_000
 LATENCY_SAMPLES = 1_000
 RESPONSE_TTL_S = 7 * 24 * 3600
@@ -47,6 +52,10 @@ def latency(name: str) -> str:
 
 def response(response_id: str) -> str:
     return f"{PREFIX}:response:{response_id}"
+
+
+def router_artifact(version: str) -> str:
+    return f"{PREFIX}:router:artifact:{version}"
 
 
 def all_for(name: str) -> list[str]:

@@ -6,27 +6,39 @@ being encoded, new requests queue and go together in the next one, up to `max_ba
 optional `max_wait_ms` holds a batch open a little longer for more company. With
 `max_inflight` > 1, that many batches encode at once (each in its own thread): on a CPU the
 encoder is compute-bound per core, so this is how a replica with several cores and one torch
-thread per call uses them.
+thread per call uses them. A burst that arrives while several slots are idle is split evenly
+across them (16 waiting callers, 2 idle slots: two batches of 8 at once), since one big batch
+would leave the other cores idle.
 
-Use one batcher per event loop, e.g. in a Serve deployment: `await batcher.route(text)`.
+Use one batcher per event loop, e.g. in a Serve deployment: `await batcher.route(text)`. It
+routes through anything with `route_batch` (a `Router`, or a `LiveRouter` whose router may be
+swapped between batches: each batch reads it once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+from collections import deque
 from collections.abc import Sequence
+from typing import Protocol
 
 from router.decision import RouteDecision
-from router.router import Router
 
 Request = tuple[str, Sequence[str] | None, "asyncio.Future[RouteDecision]"]
+
+
+class BatchRouter(Protocol):
+    def route_batch(
+        self, texts: list[str], histories: Sequence[Sequence[str] | None] | None = None
+    ) -> list[RouteDecision]: ...
 
 
 class RouteBatcher:
     def __init__(
         self,
-        router: Router,
+        router: BatchRouter,
         *,
         max_batch: int = 64,
         max_wait_ms: float = 0.0,
@@ -59,12 +71,16 @@ class RouteBatcher:
     async def _run(self, queue: asyncio.Queue[Request]) -> None:
         slots = asyncio.Semaphore(self.max_inflight)
         running: set[asyncio.Task[None]] = set()
+        held: deque[Request] = deque()  # the rest of a split burst, served first
         while True:
             await slots.acquire()  # requests keep queueing while every slot is busy
-            batch = [await queue.get()]
+            batch = [held.popleft() if held else await queue.get()]
             await asyncio.sleep(0)  # let callers that are ready right now join this batch
             deadline = asyncio.get_running_loop().time() + self.max_wait_ms / 1000
             while len(batch) < self.max_batch:
+                if held:
+                    batch.append(held.popleft())
+                    continue
                 if not queue.empty():
                     batch.append(queue.get_nowait())
                     continue
@@ -75,6 +91,11 @@ class RouteBatcher:
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
                     break
+            idle = self.max_inflight - len(running)  # this batch's slot included
+            if idle > 1 and len(batch) > 1:
+                size = math.ceil(len(batch) / idle)
+                held.extendleft(reversed(batch[size:]))
+                batch = batch[:size]
             task = asyncio.get_running_loop().create_task(self._dispatch(batch))
             running.add(task)
             task.add_done_callback(running.discard)

@@ -27,17 +27,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.errors import MeshError
+from registry.router_artifacts import RouterArtifactError
 from router.encoder import SentenceTransformerEncoder, minilm_path
 from router.router import FitReport, Router
 
 FORMAT_VERSION = 1
 META_FILE = "router-encoder.json"
 MODEL_DIR = "model"
-
-
-class RouterArtifactError(MeshError):
-    """A router artifact is missing, damaged or of a format this version cannot read."""
 
 
 class FinetuneSettings(BaseModel):

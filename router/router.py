@@ -20,8 +20,9 @@ from router.calibrate import fit_thresholds
 from router.decision import NearestExample, RouteDecision
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.index import RouterIndex
+from router.linear import LinearHead
 from router.policy import Policy, decide, find_pin
-from router.scoring import Scorer, build_scorer
+from router.scoring import LinearScorer, Scorer, build_scorer
 
 Method = Literal["centroid", "knn", "knn-max", "linear"]
 TOP_CANDIDATES = 3
@@ -105,6 +106,7 @@ class Router:
         self.short_turn = short_turn
         self.explain = explain
         self._extra: tuple[np.ndarray, list[str]] | None = None
+        self._head: tuple[list[str], LinearHead] | None = None
         self.index = index
 
     @classmethod
@@ -174,12 +176,53 @@ class Router:
                 or [self.threshold],
                 dtype=np.float32,
             )
-            view = _View(
-                index, build_scorer(self.method, index, self.k, self._extra_ids(index)), cuts
-            )
+            head = self._head
+            if self.method == "linear" and head is not None and head[0] == index.names:
+                scorer: Scorer = LinearScorer.from_head(head[1])
+            else:
+                scorer = build_scorer(self.method, index, self.k, self._extra_ids(index))
+            view = _View(index, scorer, cuts)
             if self._index is index:
                 self._view = view
         return view
+
+    def clone(self, index: RouterIndex) -> Router:
+        """The same router (encoder and its cache, options, thresholds, fitted data) over
+        another index, as a new object: the caller swaps it in whole."""
+        twin = Router(
+            self.encoder,
+            index,
+            fallback=self.fallback,
+            method=self.method,
+            threshold=self.threshold,
+            k=self.k,
+            panel_margin=self.panel_margin,
+            switch_margin=self.switch_margin,
+            thresholds=self.thresholds,
+            short_turn=self.short_turn,
+            cache_size=0,
+            explain=self.explain,
+        )
+        twin.cache = self.cache
+        twin._extra, twin._head = self._extra, self._head
+        return twin
+
+    @property
+    def linear_head(self) -> LinearHead | None:
+        """The trained head of the `linear` method (trained now if it was not yet)."""
+        scorer = self.view().scorer
+        return scorer.head if isinstance(scorer, LinearScorer) else None
+
+    def use_head(self, names: list[str], head: LinearHead) -> None:
+        """Serve a head trained earlier while the index has exactly these specialists."""
+        dims_differ = self.index.dim and head.weights.shape[0] != self.index.dim
+        if head.weights.shape[1] != len(names) or dims_differ:
+            raise ValueError(
+                f"head of shape {head.weights.shape} does not fit {len(names)} specialists "
+                f"of dimension {self.index.dim}"
+            )
+        self._head = (list(names), head)
+        self._view = None
 
     def threshold_row(self) -> np.ndarray:
         """Thresholds aligned with `index.names`: fitted ones, else the global threshold."""
@@ -316,6 +359,7 @@ class Router:
                 head = build_scorer("linear", self.index, self.k, (vectors[train], labels[train]))
                 scores[held] = head.scores(vectors[held])
         self._extra = (vectors[inside], [names[i] for i in labels[inside]])
+        self._head = None
         self._view = None
         if (~inside).any():
             scores[~inside] = self.scorer().scores(vectors[~inside])

@@ -76,6 +76,13 @@ class LinearScorer:
         self.n = len(index.names)
         self.head = LinearHead.fit(vectors, labels, self.n) if self.n else None
 
+    @classmethod
+    def from_head(cls, head: LinearHead) -> LinearScorer:
+        """A scorer around a head trained earlier (loaded from a router artifact)."""
+        scorer = cls.__new__(cls)
+        scorer.n, scorer.head = int(head.bias.shape[0]), head
+        return scorer
+
     def scores(self, queries: np.ndarray) -> np.ndarray:
         if self.head is None:
             return np.zeros((len(queries), 0), dtype=np.float32)

@@ -1,7 +1,8 @@
-"""Offline router commands: `mesh router eval` (measure) and `mesh router fit` (adapt encoder).
+"""Router commands: `mesh router eval` (measure) and `mesh router fit` (adapt the router).
 
 Wired into the main app with `app.add_typer(router_app, name="router")`. Both run in this
-process on labelled JSONL, without a running mesh.
+process, without a running mesh: `eval` and offline `fit` on JSONL files, store-mode `fit` on
+the specialists installed in the store (Redis), saving a router artifact the mesh loads.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from mesh.cli.app import JsonFlag, command_group
 from registry.errors import InvalidRequestError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from registry.router_artifacts import RouterArtifactRecord, RouterArtifactStore
     from router import Encoder
+    from router.finetune import FinetuneSettings
+    from router.router import Method
 
 router_app = command_group(
-    "router", "Evaluate the router on labelled queries, or adapt its encoder, offline."
+    "router", "Evaluate the router on labelled queries, or fit it to the installed specialists."
 )
 
 ExamplesOption = Annotated[
@@ -138,54 +144,108 @@ def eval_command(
 
 @router_app.command("fit")
 def fit_command(
-    examples: ExamplesOption,
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help="Artifact folder to write.")],
+    examples: Annotated[
+        Path | None,
+        typer.Option(
+            "--examples",
+            exists=True,
+            dir_okay=False,
+            help='Offline mode: JSONL lines {"specialist", "text"}, with --out. '
+            "Default: the specialists installed in the store.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", file_okay=False, help="Offline mode: artifact folder to write."),
+    ] = None,
     val: Annotated[
         Path | None,
         typer.Option(
             "--val",
             exists=True,
             dir_okay=False,
-            help="Labelled JSONL: fit thresholds with the new encoder and store them too.",
+            help="Labelled JSONL: fit thresholds with the new encoder and store them too "
+            "(store mode default: the labelled queries of the current artifact).",
         ),
     ] = None,
     method: Annotated[
-        str, typer.Option("--method", help="Method the stored thresholds are for.")
-    ] = "knn",
+        str | None,
+        typer.Option(
+            "--method",
+            help="Method the stored thresholds are for (default: knn, or "
+            "$MESH_ROUTER_METHOD in store mode).",
+        ),
+    ] = None,
+    finetune: Annotated[
+        bool,
+        typer.Option(
+            "--finetune/--no-finetune",
+            help="Fine-tune the encoder (minutes); --no-finetune keeps the current encoder and "
+            "fits thresholds and head only (store mode).",
+        ),
+    ] = True,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 150,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Fine-tune the encoder on the examples (contrastive, SetFit-style); save an artifact."""
-    from router import METHOD_DEFAULTS, Router
-    from router.evaluate import read_examples, read_labelled
-    from router.finetune import (
-        FinetuneSettings,
-        finetune_encoder,
-        load_encoder,
-        save_calibration,
-    )
+    """Fit the router: fine-tune its encoder (contrastive, SetFit-style) and its thresholds.
 
-    if method not in METHOD_DEFAULTS:
+    Store mode (no --examples): for the installed specialists, saved under
+    $MESH_HOME/router/<version>/ and recorded in Redis as the current router artifact, which a
+    running mesh loads within seconds. Offline mode (--examples, --out): an encoder artifact
+    folder for 'mesh router eval --encoder'.
+    """
+    from router.finetune import FinetuneSettings
+
+    if examples is None and out is not None:
+        raise InvalidRequestError("--out is for offline mode: give --examples too")
+    if examples is not None and out is None:
         raise InvalidRequestError(
-            f"unknown method {method!r}: choose one of {', '.join(METHOD_DEFAULTS)}"
+            "offline mode needs --out; drop --examples to fit for the installed specialists"
         )
-    known = read_examples(examples)
-    labelled = read_labelled(val, set(known)) if val is not None else None
+    if examples is not None and not finetune:
+        raise InvalidRequestError("--no-finetune is for store mode: drop --examples and --out")
+    settings = FinetuneSettings(steps=steps, seed=seed)
 
     def progress(step: int, loss: float) -> None:
         if not as_json and (step % 10 == 0 or step == steps):
             typer.echo(f"step {step}/{steps}  loss {loss:.4f}", err=True)
 
-    artifact = finetune_encoder(
-        known, out, settings=FinetuneSettings(steps=steps, seed=seed), progress=progress
-    )
-    if labelled is not None:
-        router = Router.from_examples(
-            known,
-            method=method,  # type: ignore[arg-type]
-            encoder=load_encoder(out),
+    if examples is None:
+        _fit_store(val, method, settings if finetune else None, progress, as_json)
+        return
+    assert out is not None
+    _fit_offline(examples, out, val, _method(method or "knn"), settings, progress, as_json)
+
+
+def _method(method: str) -> Method:
+    from router import METHOD_DEFAULTS
+
+    if method not in METHOD_DEFAULTS:
+        raise InvalidRequestError(
+            f"unknown method {method!r}: choose one of {', '.join(METHOD_DEFAULTS)}"
         )
+    return method  # type: ignore[return-value]
+
+
+def _fit_offline(
+    examples: Path,
+    out: Path,
+    val: Path | None,
+    method: Method,
+    settings: FinetuneSettings,
+    progress: Callable[[int, float], None],
+    as_json: bool,
+) -> None:
+    from router import Router
+    from router.evaluate import read_examples, read_labelled
+    from router.finetune import finetune_encoder, load_encoder, save_calibration
+
+    known = read_examples(examples)
+    labelled = read_labelled(val, set(known)) if val is not None else None
+    artifact = finetune_encoder(known, out, settings=settings, progress=progress)
+    if labelled is not None:
+        router = Router.from_examples(known, method=method, encoder=load_encoder(out))
         artifact = save_calibration(out, router.fit(*labelled))
     if as_json:
         typer.echo(json.dumps({"path": str(out), **artifact.model_dump(mode="json")}))
@@ -195,3 +255,92 @@ def fit_command(
         f"{artifact.train_seconds:.0f} s); evaluate it with "
         f"'mesh router eval --encoder {out} --examples ... --test ...'"
     )
+
+
+def _fit_store(
+    val: Path | None,
+    method: str | None,
+    finetune: FinetuneSettings | None,
+    progress: Callable[[int, float], None],
+    as_json: bool,
+) -> None:
+    """Fit for the installed specialists; save the folder and make the record current."""
+    from mesh.cli.app import load_settings, open_store
+    from registry.router_artifacts import LabelledQuery, RouterArtifactStore
+    from router.artifact import artifact_dir, fit_artifact
+    from router.artifact import load_encoder as load_verified
+    from router.evaluate import read_labelled
+
+    settings = load_settings()
+    chosen = _method(method or settings.router_method)
+    with open_store() as (registry, _principal):
+        manifests = registry.installed()
+        if not manifests:
+            raise InvalidRequestError(
+                "no specialist is installed, so there is nothing to fit; install one with "
+                "'mesh install NAME'"
+            )
+        examples = {name: [*m.examples, m.description] for name, m in manifests.items()}
+        store = RouterArtifactStore(registry.client, registry.url)
+        base = _current_or_none(store)
+        if val is not None:
+            texts, labels = read_labelled(val, set(examples))
+            labelled = [
+                LabelledQuery(text=t, label=lab) for t, lab in zip(texts, labels, strict=True)
+            ]
+        else:
+            labelled = list(base.labelled) if base else []
+        encoder_files = base.encoder if base and finetune is None else None
+        encoder = (
+            load_verified(encoder_files, settings.data_dir, load_encoder) if encoder_files else None
+        )
+        _router, record = fit_artifact(
+            examples,
+            {name: m.version for name, m in manifests.items()},
+            home=settings.data_dir,
+            encoder=encoder or load_encoder(None),
+            encoder_files=encoder_files,
+            method=chosen,
+            fallback=settings.fallback,
+            threshold=settings.router_threshold,
+            labelled=labelled,
+            finetune=finetune,
+            parent=base.version if base else None,
+            load=load_encoder,
+            progress=progress,
+        )
+        store.save(record)
+    folder = artifact_dir(settings.data_dir, record.version)
+    if as_json:
+        summary = record.model_dump(mode="json", exclude={"labelled", "head"})
+        typer.echo(json.dumps({"path": str(folder), "n_labelled": len(labelled), **summary}))
+        return
+    if record.encoder is None:
+        encoder_note = "frozen encoder"
+    elif finetune is not None:
+        encoder_note = f"encoder fine-tuned in {record.encoder.train_seconds:.0f} s"
+    else:
+        encoder_note = "fine-tuned encoder kept"
+    fitted = f"fitted on {len(labelled)} labelled queries" if labelled else "defaults"
+    typer.echo(
+        f"saved router artifact {record.version} for {len(examples)} specialists "
+        f"({record.method}, {encoder_note}, thresholds {fitted}) in {folder}; it is current "
+        "now, and a running mesh loads it within seconds"
+    )
+    if finetune is not None and not labelled:
+        typer.echo(
+            "Warning: no labelled queries, so the default thresholds apply, and with a "
+            "fine-tuned encoder almost nothing falls back; add --val VAL.jsonl",
+            err=True,
+        )
+
+
+def _current_or_none(store: RouterArtifactStore) -> RouterArtifactRecord | None:
+    """The current record; a damaged one is reported and ignored (this fit replaces it)."""
+    from registry.errors import MeshError
+
+    try:
+        return store.current()
+    except MeshError as error:
+        typer.echo(f"Warning: ignoring the current router artifact: {error.message}", err=True)
+        return None

@@ -85,3 +85,18 @@ def test_several_batches_can_be_in_flight() -> None:
         return [d.chosen for d in decisions]
 
     assert asyncio.run(main()) == ["code"] * 12
+
+
+def test_a_burst_is_split_over_idle_slots() -> None:
+    router = make_router()
+    encoder = SlowEncoder()
+    router.encoder = router.cache.encoder = encoder
+
+    async def main() -> int:
+        batcher = RouteBatcher(router, max_inflight=2)
+        await asyncio.gather(*(batcher.route(f"python {i}") for i in range(16)))
+        await batcher.close()
+        return batcher.batches
+
+    assert asyncio.run(main()) == 2
+    assert sorted(len(call) for call in encoder.calls) == [8, 8]  # two halves, side by side

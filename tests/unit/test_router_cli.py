@@ -93,3 +93,17 @@ def test_eval_errors_exit_1_with_one_line(
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "offline mode needs --out"),
+        (["--out", "x", "--no-finetune"], "--no-finetune is for store mode"),
+        (["--out", "x", "--method", "magic"], "unknown method 'magic'"),
+    ],
+)
+def test_offline_fit_errors_exit_1(data: dict[str, Path], extra: list[str], message: str) -> None:
+    result = runner.invoke(router_app, ["fit", "--examples", str(data["examples"]), *extra])
+    assert result.exit_code == 1
+    assert message in result.output
