@@ -15,11 +15,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from registry import Registry, RegistryUnavailableError, SpecialistManifest
+from specialists.adapter_pool import PoolConfig, build_pool_app, pool_configs
 from specialists.deployment import app_name, build_specialist_app
 
 logger = logging.getLogger("ray.serve")
 RESYNC_EVERY_S = 5.0
 EVENT_BLOCK_MS = 1000
+# Serve's deployment message: "... replicas that have taken more than 30s to be scheduled ..."
+SLOW_SCHEDULING = "to be scheduled"
+# Serve statuses reported as PENDING when replicas wait for resources.
+WAITING_STATUSES = ("DEPLOYING", "NOT_STARTED")
+_EPSILON = 1e-6  # Ray keeps resources in fixed point
 
 
 class ReplicaInfo(BaseModel):
@@ -33,8 +39,13 @@ class ReplicaInfo(BaseModel):
 class SpecialistState(BaseModel):
     name: str
     version: str
-    status: str  # DEPLOYING | RUNNING | DEPLOY_FAILED | UNHEALTHY | ...
+    # Serve's application status (DEPLOYING | RUNNING | DEPLOY_FAILED | UNHEALTHY | ...), or
+    # PENDING: Serve is still deploying but replicas wait for resources (see `pending`).
+    status: str
     message: str = ""
+    # Why replicas are not placed, e.g. "waiting for resources: needs GPU 2 per replica; the
+    # largest node has GPU 1". Also set (status unchanged) when a running app cannot scale up.
+    pending: str | None = None
     replicas: list[ReplicaInfo] = []
 
 
@@ -49,6 +60,7 @@ class MeshController:
     def __init__(self, redis_url: str) -> None:
         self.registry = Registry.from_url(redis_url)
         self.deployed: dict[str, SpecialistManifest] = {}
+        self.pools: dict[str, PoolConfig] = {}  # shared-base LoRA pool apps, by app name
         self.states: dict[str, SpecialistState] = {}
         self.live: dict[str, SpecialistManifest] = {}
         self.generation = 0
@@ -64,9 +76,15 @@ class MeshController:
         return LiveView(generation=self.generation, specialists=dict(self.live))
 
     def status(self) -> dict[str, Any]:
-        installed_pending = [n for n in self.deployed if n not in self.live]
+        # A specialist that waits for resources (PENDING) does not hold the mesh back: the
+        # rest serves, and status says what it waits for.
+        starting = [
+            n
+            for n in self.deployed
+            if n not in self.live and getattr(self.states.get(n), "status", "") != "PENDING"
+        ]
         return {
-            "ready": self.synced_once and not installed_pending,
+            "ready": self.synced_once and not starting,
             "generation": self.generation,
             "registry_error": self.registry_error,
             "specialists": {n: s.model_dump() for n, s in sorted(self.states.items())},
@@ -101,6 +119,8 @@ class MeshController:
 
     async def _reconcile(self) -> None:
         desired = await asyncio.to_thread(self.registry.installed)
+        pools = pool_configs(desired.values())
+        await self._deploy_pools(pools)  # before the specialists that forward to them
         for name, manifest in desired.items():
             if self.deployed.get(name) != manifest:
                 logger.info("deploying %s", manifest.ref)
@@ -110,23 +130,49 @@ class MeshController:
             logger.info("removing %s", name)
             await asyncio.to_thread(_delete, name)
             del self.deployed[name]
+        await self._remove_pools(pools)
         await self._refresh_states()
         self.synced_once = True
+
+    async def _deploy_pools(self, pools: dict[str, PoolConfig]) -> None:
+        for name, config in pools.items():
+            if self.pools.get(name) != config:
+                logger.info("deploying shared-base pool %s", name)
+                await asyncio.to_thread(_deploy_pool, name, config)
+                self.pools[name] = config
+
+    async def _remove_pools(self, pools: dict[str, PoolConfig]) -> None:
+        for name in [n for n in self.pools if n not in pools]:
+            logger.info("removing shared-base pool %s", name)
+            await asyncio.to_thread(_delete_app, name)
+            del self.pools[name]
 
     async def _refresh_states(self) -> None:
         from ray import serve
 
         applications = (await asyncio.to_thread(serve.status)).applications
         replicas = await asyncio.to_thread(_replica_details)
+        nodes: list[dict[str, float]] | None = None
         states: dict[str, SpecialistState] = {}
         for name, manifest in self.deployed.items():
             app = applications.get(app_name(name))
             status = str(getattr(app.status, "value", app.status)) if app else "NOT_STARTED"
+            messages = [app.message] if app and app.message else []
+            if app:
+                messages += [d.message for d in app.deployments.values() if d.message]
+            pending = None
+            if status != "RUNNING" or any(SLOW_SCHEDULING in m for m in messages):
+                if nodes is None:  # one GCS call per refresh, only when something waits
+                    nodes = await asyncio.to_thread(_node_resources)
+                pending = pending_reason(manifest, nodes, messages)
+                if pending and status in WAITING_STATUSES:
+                    status = "PENDING"
             states[name] = SpecialistState(
                 name=name,
                 version=manifest.version,
                 status=status,
-                message=(app.message if app else "")[:2000],
+                message=" ".join(dict.fromkeys(messages))[:2000],
+                pending=pending,
                 replicas=replicas.get(app_name(name), []),
             )
         live = {
@@ -136,6 +182,67 @@ class MeshController:
         if live != self.live:
             self.live = live
             self.generation += 1
+
+
+def replica_ask(manifest: SpecialistManifest) -> dict[str, float]:
+    """The Ray resources one replica asks for (as `build_specialist_app` sets them)."""
+    resources = manifest.resources
+    ask = {"CPU": resources.num_cpus}
+    if resources.num_gpus:
+        ask["GPU"] = resources.num_gpus
+    if resources.memory:
+        ask["memory"] = float(resources.memory)
+    return ask
+
+
+def pending_reason(
+    manifest: SpecialistManifest, nodes: list[dict[str, float]], messages: list[str]
+) -> str | None:
+    """Why a specialist's replicas are not placed, or None when nothing says they wait.
+
+    Two sources: the manifest's per-replica ask compared with each alive node's *total*
+    resources (no node could ever hold a replica: known at once, no need to wait for Serve), and
+    Serve's own "taken more than 30s to be scheduled" message (the cluster is full for now, or an
+    autoscaler is adding nodes).
+    """
+    ask = replica_ask(manifest)
+    if nodes and not any(_fits(ask, node) for node in nodes):
+        largest = {key: max(node.get(key, 0.0) for node in nodes) for key in ask}
+        short = [key for key in ask if ask[key] > largest[key] + _EPSILON]
+        if short:
+            needs = ", ".join(_amount(key, ask[key]) for key in short)
+            has = ", ".join(_amount(key, largest[key]) for key in short)
+            return f"waiting for resources: needs {needs} per replica; the largest node has {has}"
+        needs = ", ".join(_amount(key, value) for key, value in ask.items())
+        return (
+            f"waiting for resources: needs {needs} per replica on one node; "
+            "no single node has all of it"
+        )
+    slow = next((m for m in messages if SLOW_SCHEDULING in m), None)
+    if slow is not None:
+        return f"waiting for resources: {slow}"
+    return None
+
+
+def _fits(ask: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(key, 0.0) + _EPSILON >= value for key, value in ask.items())
+
+
+def _amount(key: str, value: float) -> str:
+    if key == "memory":
+        return f"memory {value / 2**30:.2f} GiB"
+    return f"{key} {value:g}"
+
+
+def _node_resources() -> list[dict[str, float]]:
+    """Total resources of each alive Ray node."""
+    import ray
+
+    try:
+        return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    except Exception:
+        logger.debug("node resources unavailable", exc_info=True)
+        return []
 
 
 def _replica_details() -> dict[str, list[ReplicaInfo]]:
@@ -181,6 +288,19 @@ def _deploy(manifest: SpecialistManifest) -> None:
 
 
 def _delete(name: str) -> None:
+    _delete_app(app_name(name))
+
+
+def _deploy_pool(name: str, config: PoolConfig) -> None:
     from ray import serve
 
-    serve.delete(app_name(name), _blocking=False)
+    target = serve.RunTarget(target=build_pool_app(config), name=name, route_prefix=None)
+    serve.run_many(
+        [target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False
+    )
+
+
+def _delete_app(name: str) -> None:
+    from ray import serve
+
+    serve.delete(name, _blocking=False)

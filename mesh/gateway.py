@@ -237,6 +237,16 @@ class Gateway:
             raise InvalidRequestError("text must not be empty", param="text")
         return dict(await self.router.route.remote(body.text, self.follower.view.generation))
 
+    @api.get("/v1/specialists/{name}/batch")
+    async def batch(self, name: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+        """The decode batch of one of the specialist's replicas: rows running and waiting,
+        steps, admissions, cancellations (how operators and tests see continuous batching)."""
+        self._check_auth(authorization)
+        view = await self.follower.refresh()
+        if name not in view.specialists:
+            raise await self._not_live(name, sorted(view.specialists))
+        return dict(await self._handle(name).batch_stats.remote())
+
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
         status = await self.controller.status.remote()

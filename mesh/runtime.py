@@ -69,6 +69,9 @@ def wait_ready(
             response = httpx.get(f"{base_url}/healthz", timeout=5.0)
             body = response.json()
             if response.status_code == 200:
+                for name, state in body.get("specialists", {}).items():
+                    if state.get("pending") and state["status"] != "RUNNING":
+                        progress(f"{name} is not placed yet: {state['pending']}")
                 return dict(body)
             states = ", ".join(
                 f"{n}: {s['status']}" for n, s in body.get("specialists", {}).items()

@@ -59,9 +59,29 @@ def artifact_files(manifest: SpecialistManifest) -> dict[str, Path]:
     if source is not None:
         files.update(_files_under(source, prefix="", field="model.source"))
     if manifest.model.adapter:
-        adapter = Path(manifest.model.adapter).expanduser()
+        adapter = adapter_dir(manifest.model.adapter)
         files.update(_files_under(adapter, prefix="adapter/", field="model.adapter"))
     return files
+
+
+def adapter_dir(adapter: str) -> Path:
+    """The local folder a `model.adapter` names; adapters are never fetched from a hub."""
+    path = local_path(adapter)
+    if path is None:
+        raise ManifestError(
+            f"model.adapter: {adapter!r} is not a local folder; give an absolute path, "
+            "a './relative' path or 'package:<python package>/<folder>'",
+            param="model.adapter",
+        )
+    return path
+
+
+def adapter_files(manifest: SpecialistManifest) -> dict[str, Path]:
+    """Only the adapter's files (keys `adapter/...`), for checking an adapter without its base."""
+    if not manifest.model.adapter:
+        return {}
+    path = adapter_dir(manifest.model.adapter)
+    return _files_under(path, prefix="adapter/", field="model.adapter")
 
 
 def _files_under(path: Path, *, prefix: str, field: str) -> dict[str, Path]:
@@ -76,10 +96,18 @@ def _files_under(path: Path, *, prefix: str, field: str) -> dict[str, Path]:
     }
 
 
-def verify_artifacts(manifest: SpecialistManifest, files: dict[str, Path] | None = None) -> None:
-    """Raise ManifestError naming the first file whose sha256 differs from the manifest's."""
+def verify_artifacts(
+    manifest: SpecialistManifest, files: dict[str, Path] | None = None, *, only: str = ""
+) -> None:
+    """Raise ManifestError naming the first file whose sha256 differs from the manifest's.
+
+    `only` restricts the check to pinned names with that prefix (`"adapter/"`: the adapter's
+    files, checked by a shared pool whose base was verified when it loaded).
+    """
     files = artifact_files(manifest) if files is None else files
     for name, expected in manifest.model.sha256.items():
+        if not name.startswith(only):
+            continue
         if name not in files:
             raise ManifestError(
                 f"model.sha256: '{name}' is not among the artifacts ({', '.join(files) or 'none'})",

@@ -43,7 +43,17 @@ class ModelSpec(_Strict):
     sha256: dict[str, str] = Field(
         default_factory=dict, description="Expected sha256 per artifact file name."
     )
-    adapter: str | None = Field(None, description="Local folder of a peft LoRA adapter.")
+    adapter: str | None = Field(
+        None,
+        description="Local folder of a peft LoRA adapter (absolute, './relative' or "
+        "'package:<python package>/<folder>'), applied on top of `source`.",
+    )
+    share_base: bool = Field(
+        True,
+        description="With `adapter`: serve it from the base's shared pool (one copy of the base "
+        "for every adapter specialist on it, Serve model multiplexing) instead of a dedicated "
+        "replica holding the base with the adapter merged in.",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     allow_pickle: bool = Field(
         False, description="Allow pickle weights (.bin/.pt); pickle can run code when loaded."
@@ -76,6 +86,9 @@ class Scaling(_Strict):
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(4.0, gt=0)
     max_ongoing_requests: int = Field(8, ge=1, description="Requests one replica takes at once.")
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Rows one replica decodes together (continuous batching)."
+    )
     max_queued_requests: int = Field(
         32, ge=1, description="Requests waiting per caller before new ones get HTTP 503."
     )

@@ -3,13 +3,14 @@
 Each specialist gets its own application (`specialist-<name>`), so it has its own replicas,
 resources and autoscaling, and can be deployed, upgraded or removed without touching the others.
 Three entry points: `chat` (whole answer), `chat_stream` (deltas) for the gateway, and `receive`
-for messages from other specialists. All of them may delegate through a `MeshContext`.
+for messages from other specialists. All of them may delegate through a `MeshContext`. A LoRA
+specialist on a shared base (`specialists.adapter_pool`) holds no weights: it generates through
+its base's pool app.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from ray import serve
 from ray.serve import Application
 
 from registry.manifest import SpecialistManifest
+from specialists.adapter_pool import FORWARDER_CPUS, PoolClient, shares_base
 from specialists.context import MeshContext, Reply
 from specialists.delegation import (
     cite_missing,
@@ -32,13 +34,14 @@ from specialists.engine import (
     GenerationParams,
     GenerationResult,
     TextDelta,
+    collect,
     engine_class,
 )
 from specialists.messages import ContextState, Message
+from specialists.scheduler import BatchScheduler
 from specialists.tool_engine import ToolEngine
 
 APP_PREFIX = "specialist-"
-_DONE = object()
 
 
 def app_name(specialist: str) -> str:
@@ -62,15 +65,21 @@ class SpecialistDeployment:
         self.manifest = SpecialistManifest.model_validate(manifest)
         self.tool: ToolEngine | None = None
         self.engine: Engine | None = None
-        if self.manifest.model.engine == "tool":
+        self.pool: PoolClient | None = None
+        if shares_base(self.manifest):  # the base and adapter live in the shared pool
+            self.pool = PoolClient(self.manifest)
+        elif self.manifest.model.engine == "tool":
             self.tool = ToolEngine(self.manifest)
             self.tool.load()
         else:
             self.engine = engine_class(self.manifest.model.engine)(self.manifest)
             self.engine.load()
-        # One generation at a time per replica: on CPU, parallel generate() calls only fight
-        # for the same cores. Batching concurrent requests is the next step (see docs).
-        self._lock = asyncio.Lock()
+        # Every request this replica holds, streaming or not, decodes in one continuous batch.
+        self.scheduler = (
+            BatchScheduler(self.engine, max_batch_size=self.manifest.scaling.max_batch_size)
+            if self.engine is not None
+            else None
+        )
 
     # -- entry points ---------------------------------------------------------------------
     async def chat(
@@ -109,25 +118,14 @@ class SpecialistDeployment:
         prepared = await self._delegate(messages, ctx, data or [])
         if ctx.trace:
             yield TextDelta(text="", trace=ctx.trace)
-        if self.engine is None:
-            raise RuntimeError("engine not loaded")
-        chat = [ChatMessage.model_validate(m) for m in prepared.messages]
-        cancel = threading.Event()
         text = ""
-        async with self._lock:
-            iterator = self.engine.stream(chat, self._bounded(parsed, ctx), cancel)
-            try:
-                while (delta := await asyncio.to_thread(next, iterator, _DONE)) is not _DONE:
-                    assert isinstance(delta, TextDelta)
-                    text += delta.text
-                    if delta.finish_reason:
-                        cited = cite_missing(text, prepared.exact)
-                        if cited != text:
-                            yield TextDelta(text=cited[len(text) :])
-                    yield delta
-            finally:
-                cancel.set()  # the caller went away: stop generating and free the slot
-                await asyncio.to_thread(iterator.close)
+        async for delta in self._decode(prepared.messages, self._bounded(parsed, ctx)):
+            text += delta.text
+            if delta.finish_reason:
+                cited = cite_missing(text, prepared.exact)
+                if cited != text:
+                    yield TextDelta(text=cited[len(text) :])
+            yield delta
 
     async def receive(
         self, message: dict[str, Any], state: dict[str, Any], max_tokens: int | None = None
@@ -149,8 +147,12 @@ class SpecialistDeployment:
             trace=result.trace,
         )
 
+    def batch_stats(self) -> dict[str, Any]:
+        """What this replica's decode batch is doing (rows running and waiting, totals)."""
+        return self.scheduler.snapshot().model_dump() if self.scheduler else {}
+
     def check_health(self) -> None:
-        if self.engine is None and self.tool is None:
+        if self.engine is None and self.tool is None and self.pool is None:
             raise RuntimeError("engine not loaded")
 
     # -- steps ----------------------------------------------------------------------------
@@ -217,13 +219,24 @@ class SpecialistDeployment:
     async def _generate(
         self, messages: list[dict[str, str]], params: GenerationParams, ctx: MeshContext
     ) -> GenerationResult:
-        if self.engine is None:
-            raise RuntimeError("engine not loaded")
-        chat = [ChatMessage.model_validate(m) for m in messages]
-        async with self._lock:
-            result = await asyncio.to_thread(self.engine.generate, chat, self._bounded(params, ctx))
+        result = collect([delta async for delta in self._decode(messages, params)])
         ctx.spend(result.completion_tokens)
         return result
+
+    async def _decode(
+        self, messages: list[dict[str, str]], params: GenerationParams
+    ) -> AsyncIterator[TextDelta]:
+        """Join this replica's running batch; leaving early frees the row at the next step."""
+        if self.pool is not None:
+            async for delta in self.pool.stream(messages, params):
+                yield delta
+            return
+        if self.engine is None or self.scheduler is None:
+            raise RuntimeError("engine not loaded")
+        chat = [ChatMessage.model_validate(m) for m in messages]
+        prompt = self.engine.prepare(chat, params)  # a bad request fails here, alone
+        async for delta in self.scheduler.stream(prompt):
+            yield delta
 
     @staticmethod
     def _bounded(params: GenerationParams, ctx: MeshContext) -> GenerationParams:
@@ -239,6 +252,8 @@ def build_specialist_app(manifest: SpecialistManifest) -> Application:
         actor_options["num_gpus"] = resources.num_gpus
     if resources.memory:
         actor_options["memory"] = resources.memory
+    if shares_base(manifest):  # no weights here: the pool app asks for the manifest's resources
+        actor_options = {"num_cpus": min(resources.num_cpus, FORWARDER_CPUS)}
     options: dict[str, Any] = {
         "name": manifest.name,
         "ray_actor_options": actor_options,

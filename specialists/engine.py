@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Generator
-from typing import Literal
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,14 +83,47 @@ class TextDelta(BaseModel):
     trace: list[TraceEvent] = Field(default_factory=list)
 
 
+@dataclass
+class Prompt:
+    """A request after validation: its prompt token ids and its (clamped) sampling settings."""
+
+    ids: list[int]
+    params: GenerationParams
+    # The LoRA adapter this row decodes with, on a model holding several (a shared-base pool,
+    # `specialists.adapter_pool`); None: the model as loaded.
+    adapter: str | None = None
+
+
+class DecodeBatch(Protocol):
+    """A running batch of rows (see `specialists.decoding.BatchDecoder`)."""
+
+    rows: list[Any]
+
+    @property
+    def can_admit_running(self) -> bool:
+        """Whether rows may join while others are mid-answer (else only an empty batch)."""
+        ...
+
+    def admit(self, prompts: Sequence[Prompt], cancels: Sequence[threading.Event]) -> list[Any]:
+        """Prefill `prompts` and add them to the batch; returns their row handles."""
+        ...
+
+    def step(self) -> list[tuple[Any, TextDelta]]:
+        """One token for every row; rows that finish leave the batch."""
+        ...
+
+
 class Engine(ABC):
-    """Loads a model once and turns chat messages into text.
+    """Loads a model once and turns chat messages into text, many requests at a time.
 
     - `load()` is called once before any request; it raises on missing or broken weights.
-    - `generate()` returns the whole answer with token counts.
-    - `stream()` yields `TextDelta`s as text is produced; the final delta has `finish_reason`.
-      Setting `cancel` (a threading.Event) stops generation early with reason "cancelled".
-    - Bad requests (a prompt longer than the context) raise `InvalidRequestError`.
+    - `prepare()` checks one request (a prompt longer than the context raises
+      `InvalidRequestError`) and tokenizes it, so a bad request fails alone, never its batch.
+    - `new_batch()` starts a `DecodeBatch`: rows join it between steps (continuous batching,
+      driven by `specialists.scheduler.BatchScheduler`) and leave when they finish. Setting a
+      row's `cancel` event ends that row with reason "cancelled"; the others go on.
+    - `stream_batch()`, `stream()` and `generate()` are fixed-batch and one-request forms of the
+      same path, for direct use and tests.
     """
 
     def __init__(self, manifest: SpecialistManifest) -> None:
@@ -99,17 +133,60 @@ class Engine(ABC):
     def load(self) -> None: ...
 
     @abstractmethod
-    def generate(
-        self, messages: list[ChatMessage], params: GenerationParams
-    ) -> GenerationResult: ...
+    def prepare(self, messages: list[ChatMessage], params: GenerationParams) -> Prompt: ...
 
     @abstractmethod
+    def new_batch(self) -> DecodeBatch: ...
+
+    def stream_batch(
+        self, prompts: Sequence[Prompt], cancels: Sequence[threading.Event]
+    ) -> Generator[list[TextDelta | None], None, None]:
+        """Decode a fixed batch. Once per step, one entry per prompt: a `TextDelta` while that
+        row runs (text may be empty), its final delta (`finish_reason`, token counts), then None."""
+        batch = self.new_batch()
+        rows = batch.admit(prompts, cancels)
+        index = {id(row): i for i, row in enumerate(rows)}
+        finished: set[int] = set()
+        while batch.rows:
+            step: list[TextDelta | None] = [
+                None if i in finished else TextDelta(text="") for i in range(len(rows))
+            ]
+            for row, delta in batch.step():
+                step[index[id(row)]] = delta
+                if delta.finish_reason:
+                    finished.add(index[id(row)])
+            yield step
+
     def stream(
         self,
         messages: list[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event | None = None,
-    ) -> Generator[TextDelta, None, None]: ...
+    ) -> Generator[TextDelta, None, None]:
+        prompt = self.prepare(messages, params)
+        for step in self.stream_batch([prompt], [cancel or threading.Event()]):
+            delta = step[0]
+            if delta is None:
+                return
+            if delta.text or delta.finish_reason:
+                yield delta
+
+    def generate(self, messages: list[ChatMessage], params: GenerationParams) -> GenerationResult:
+        return collect(self.stream(messages, params))
+
+
+def collect(deltas: Iterable[TextDelta]) -> GenerationResult:
+    """Join streamed deltas into one result."""
+    text, last = "", TextDelta(text="")
+    for delta in deltas:
+        text += delta.text
+        last = delta
+    return GenerationResult(
+        text=text,
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        finish_reason=last.finish_reason or "stop",
+    )
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

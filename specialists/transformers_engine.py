@@ -1,28 +1,23 @@
 """`TransformersEngine`: runs a specialist's model with Hugging Face transformers on CPU or GPU.
 
 Loads GGUF (dequantized by transformers), local folders, and hub ids from the local cache only
-(`local_files_only=True`: nothing is downloaded at run time).
+(`local_files_only=True`: nothing is downloaded at run time). A manifest's `model.adapter` (a
+local peft LoRA folder) is applied on top and merged into the weights, so a dedicated replica
+decodes at the base's speed; a shared-base pool (`specialists.adapter_pool`) keeps several
+adapters unmerged on one base instead, with the same checks (`attach_adapter`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Generator
+import json
 from pathlib import Path
 from typing import Any
 
-from registry.artifacts import verify_artifacts
+from registry.artifacts import adapter_dir, verify_artifacts
 from registry.errors import InvalidRequestError, ManifestError, UnavailableError
-from registry.manifest import SpecialistManifest
-from specialists.engine import (
-    ChatMessage,
-    Engine,
-    FinishReason,
-    GenerationParams,
-    GenerationResult,
-    TextDelta,
-    truncate_at_stop,
-)
+from registry.manifest import ModelSpec, SpecialistManifest
+from specialists.decoding import BatchDecoder
+from specialists.engine import ChatMessage, Engine, GenerationParams, Prompt
 from specialists.sources import resolve_source
 
 
@@ -33,6 +28,7 @@ class TransformersEngine(Engine):
         self.tokenizer: Any = None
         self.context_length = 2048
         self.device = "cpu"
+        self.eos_ids: set[int] = set()
 
     def load(self) -> None:
         import torch
@@ -43,6 +39,7 @@ class TransformersEngine(Engine):
         verify_artifacts(self.manifest)  # swapped or corrupted weights never load
         if source.local and not source.gguf_file and not spec.allow_pickle:
             refuse_pickle(Path(source.location))
+        adapter = check_adapter_folder(spec) if spec.adapter else None  # before the slow part
         # Remote code stays off: a manifest cannot make the mesh run a model repo's Python.
         kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
         if not source.gguf_file and not spec.allow_pickle:
@@ -61,136 +58,157 @@ class TransformersEngine(Engine):
             raise UnavailableError(
                 f"cannot load model for {self.manifest.ref} from {spec.source}: {error}"
             ) from None
+        if adapter is not None:  # merged: decoding costs what the base alone costs
+            self.model = attach_adapter(self.model, adapter, "default").merge_and_unload()
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         config = self.model.config
+        self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
 
     # -- requests -------------------------------------------------------------------------
-    def generate(self, messages: list[ChatMessage], params: GenerationParams) -> GenerationResult:
-        text, last = "", TextDelta(text="")
-        for delta in self.stream(messages, params):
-            text += delta.text
-            last = delta
-        return GenerationResult(
-            text=text,
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-            finish_reason=last.finish_reason or "stop",
-        )
-
-    def stream(
-        self,
-        messages: list[ChatMessage],
-        params: GenerationParams,
-        cancel: threading.Event | None = None,
-    ) -> Generator[TextDelta, None, None]:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        stop_now = cancel if cancel is not None else threading.Event()
-        inputs = self._encode(messages, params)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        streamer = TextIteratorStreamer(
-            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300.0
-        )
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **_: Any) -> bool:
-                return stop_now.is_set()
-
-        generated: dict[str, int] = {}
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    output = self.model.generate(
-                        **inputs,
-                        **self._sampling(params),
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                    )
-                generated["tokens"] = int(output.shape[1]) - prompt_tokens
-            except Exception:  # the streamer must always end, or the reader waits forever
-                streamer.end()
-                raise
-
-        worker = threading.Thread(target=run, name=f"generate-{self.manifest.name}", daemon=True)
-        worker.start()
-        text = ""
-        finish: FinishReason | None = None
-        try:
-            for piece in streamer:
-                combined, stopped = truncate_at_stop(text + piece, params.stop)
-                if combined[len(text) :]:
-                    yield TextDelta(text=combined[len(text) :])
-                text = combined
-                if stopped:
-                    finish = "stop"
-                    stop_now.set()
-                    break
-            cancelled = finish is None and stop_now.is_set()
-        finally:
-            # Reached early when the consumer stops reading (client gone): free the slot.
-            stop_now.set()
-            worker.join()
-        tokens = generated.get("tokens", len(self.tokenizer.encode(text)))
-        if finish is None:
-            finish = (
-                "cancelled" if cancelled else "length" if tokens >= params.max_tokens else "stop"
-            )
-        yield TextDelta(
-            text="", finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=tokens
-        )
-
-    # -- helpers --------------------------------------------------------------------------
-    def _encode(self, messages: list[ChatMessage], params: GenerationParams) -> Any:
+    def prepare(self, messages: list[ChatMessage], params: GenerationParams) -> Prompt:
         chat = [{"role": m.role, "content": m.content} for m in messages]
         if self.manifest.system_prompt:
             chat.insert(0, {"role": "system", "content": self.manifest.system_prompt})
         encoded = self.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            chat, add_generation_prompt=True, return_dict=True
         )
-        prompt_tokens = int(encoded["input_ids"].shape[1])
-        if prompt_tokens + params.max_tokens > self.context_length:
+        ids = [int(i) for i in encoded["input_ids"]]
+        if len(ids) + params.max_tokens > self.context_length:
             raise InvalidRequestError(
-                f"prompt is {prompt_tokens} tokens; with max_tokens={params.max_tokens} it exceeds "
+                f"prompt is {len(ids)} tokens; with max_tokens={params.max_tokens} it exceeds "
                 f"the {self.context_length}-token context of {self.manifest.name}",
                 param="messages",
             )
-        return {key: value.to(self.device) for key, value in encoded.items()}
+        return Prompt(ids=ids, params=params)
 
-    def _sampling(self, params: GenerationParams) -> dict[str, Any]:
-        sampling: dict[str, Any] = {
-            "max_new_tokens": params.max_tokens,
-            "repetition_penalty": params.repetition_penalty,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
-        if params.max_time_s is not None:
-            sampling["max_time"] = params.max_time_s
-        if params.temperature > 0:
-            sampling.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            sampling.update(do_sample=False)
-        return sampling
+    def new_batch(self) -> BatchDecoder:
+        if self.model is None:
+            raise UnavailableError(f"{self.manifest.ref} is not loaded")
+        return BatchDecoder(self.model, self.tokenizer, self.eos_ids, self.device)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
-def refuse_pickle(folder: Path) -> None:
+def refuse_pickle(folder: Path, field: str = "model.source") -> None:
     """Refuse a folder whose weights are pickles: unpickling can run arbitrary code."""
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles and not any(folder.glob("*.safetensors")):
         raise ManifestError(
-            f"model.source: {folder} holds pickle weights ({', '.join(pickles[:3])}); pickle can "
+            f"{field}: {folder} holds pickle weights ({', '.join(pickles[:3])}); pickle can "
             "run code when loaded. Convert them to safetensors, or set model.allow_pickle: true "
             "if you trust them.",
-            param="model.source",
+            param=field,
         )
+
+
+# -- LoRA adapters ------------------------------------------------------------------------
+ADAPTER_FIELD = "model.adapter"
+
+
+def check_adapter_folder(spec: ModelSpec) -> Path:
+    """The adapter folder, checked before any weights load: a peft LoRA folder whose weights
+    are safetensors (pickle only with `allow_pickle`)."""
+    assert spec.adapter
+    folder = adapter_dir(spec.adapter)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise ManifestError(f"{ADAPTER_FIELD}: {folder} {what}", param=ADAPTER_FIELD)
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except OSError:
+        raise ManifestError(
+            f"{ADAPTER_FIELD}: {folder} has no adapter_config.json; save the adapter with "
+            "peft's save_pretrained",
+            param=ADAPTER_FIELD,
+        ) from None
+    except ValueError as error:
+        raise ManifestError(
+            f"{ADAPTER_FIELD}: {folder}/adapter_config.json is not valid JSON: {error}",
+            param=ADAPTER_FIELD,
+        ) from None
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        kind = config.get("peft_type") if isinstance(config, dict) else None
+        raise ManifestError(
+            f"{ADAPTER_FIELD}: {folder} is a {kind or 'unknown'} adapter; only LoRA is supported",
+            param=ADAPTER_FIELD,
+        )
+    if not spec.allow_pickle:
+        refuse_pickle(folder, field=ADAPTER_FIELD)
+    if not (folder / "adapter_model.safetensors").is_file() and not (
+        spec.allow_pickle and (folder / "adapter_model.bin").is_file()
+    ):
+        raise ManifestError(
+            f"{ADAPTER_FIELD}: {folder} has no adapter_model.safetensors", param=ADAPTER_FIELD
+        )
+    return folder
+
+
+def attach_adapter(model: Any, folder: Path, name: str) -> Any:
+    """Load the LoRA adapter in `folder` as `name`: a plain model comes back wrapped in a
+    `PeftModel`, a `PeftModel` gains one more adapter. An adapter made for another shape of
+    base is refused before anything is injected, so a shared model is left as it was."""
+    from peft import PeftModel
+
+    check_adapter_fits(model, folder)
+    shared = isinstance(model, PeftModel)
+    try:
+        if shared:
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+            return model
+        return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError, OSError) as error:
+        if shared and name in model.peft_config:
+            model.delete_adapter(name)
+        raise ManifestError(
+            f"{ADAPTER_FIELD}: cannot apply {folder} to the base model: {error}",
+            param=ADAPTER_FIELD,
+        ) from None
+
+
+def check_adapter_fits(model: Any, folder: Path) -> None:
+    """Compare the adapter's LoRA matrices with the layers they target (shapes only, read from
+    the safetensors header; nothing is loaded)."""
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        return  # an allowed pickle adapter: peft's own load reports a mismatch
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    except Exception as error:
+        raise ManifestError(
+            f"{ADAPTER_FIELD}: cannot read {weights}: {error}", param=ADAPTER_FIELD
+        ) from None
+    from peft import PeftModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    for key, shape in shapes.items():
+        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+            if not key.endswith(part):
+                continue
+            path = key.removeprefix("base_model.model.").removesuffix(part)
+            try:
+                layer = base.get_submodule(path)
+            except AttributeError:
+                raise ManifestError(
+                    f"{ADAPTER_FIELD}: {folder} targets layer {path}, which the base model lacks",
+                    param=ADAPTER_FIELD,
+                ) from None
+            layer = getattr(layer, "base_layer", layer)
+            expected = getattr(layer, "in_features" if dim == 1 else "out_features", None)
+            if expected is not None and shape[dim] != expected:
+                side = "inputs" if dim == 1 else "outputs"
+                raise ManifestError(
+                    f"{ADAPTER_FIELD}: {folder} does not fit the base model: layer {path} has "
+                    f"{expected} {side}, the adapter expects {shape[dim]}; it was made for "
+                    "another base",
+                    param=ADAPTER_FIELD,
+                )
 
 
 def _torch_dtype(name: str, device: str) -> Any:
@@ -199,3 +217,10 @@ def _torch_dtype(name: str, device: str) -> Any:
     if name == "auto":
         return torch.float16 if device == "cuda" else torch.float32
     return getattr(torch, name)
+
+
+def _eos_ids(configured: int | list[int] | None, tokenizer: Any) -> set[int]:
+    """Every token that ends an answer: the generation config's and the tokenizer's EOS."""
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {int(i) for i in ids if i is not None}

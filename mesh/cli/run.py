@@ -89,5 +89,9 @@ def status(as_json: JsonFlag = False, url: UrlOption = None) -> None:
         for replica in replicas:
             node = (replica.get("node_id") or "?")[:12]
             typer.echo(f"    {replica['replica_id']:<28} {replica['state']:<10} node {node}")
-        if state.get("message") and state["status"] != "RUNNING":
-            typer.echo(f"    {state['message'][:300]}")
+        pending = state.get("pending")
+        if pending:
+            typer.echo(f"    pending: {pending[:500]}")
+        message = state.get("message")
+        if message and state["status"] != "RUNNING" and (not pending or message not in pending):
+            typer.echo(f"    {message[:300]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,124 @@ def test_generate_and_stream_agree_on_contract(engines: dict, kind: str) -> None
     assert all(d.finish_reason is None for d in deltas[:-1])
     streamed = "".join(d.text for d in deltas)
     assert streamed == result.text, "greedy stream and generate produce the same text"
+
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about rain.",
+    "Explain recursion in one sentence.",
+]
+
+
+def _ask(engine, question: str, params: GenerationParams):  # type: ignore[no-untyped-def]
+    return engine.prepare([ChatMessage(role="user", content=question)], params)
+
+
+@pytest.mark.parametrize("kind", ["gguf", "safetensors"])
+def test_a_batch_answers_each_row_as_if_it_ran_alone(engines: dict, kind: str) -> None:
+    """Left padding and the shared KV cache must not change any row's greedy answer."""
+    engine = engines[kind]
+    params = GenerationParams(max_tokens=16, temperature=0.0)
+    alone = [engine.generate([ChatMessage(role="user", content=q)], params) for q in QUESTIONS]
+    texts = [""] * len(QUESTIONS)
+    finals: list = [None] * len(QUESTIONS)
+    prompts = [_ask(engine, q, params) for q in QUESTIONS]
+    for step in engine.stream_batch(prompts, [threading.Event() for _ in prompts]):
+        for i, delta in enumerate(step):
+            if delta is not None:
+                texts[i] += delta.text
+                finals[i] = delta if delta.finish_reason else finals[i]
+    assert texts == [r.text for r in alone]
+    assert [f.completion_tokens for f in finals] == [r.completion_tokens for r in alone]
+
+
+def test_rows_joining_a_running_batch_answer_as_if_alone(engines: dict) -> None:
+    """Continuous batching: a row admitted mid-flight (its cache merged into the running one)
+    still gets exactly its own answer, and so do the rows already running."""
+    engine = engines["gguf"]
+    params = GenerationParams(max_tokens=16, temperature=0.0)
+    alone = [engine.generate([ChatMessage(role="user", content=q)], params).text for q in QUESTIONS]
+    batch = engine.new_batch()
+    texts: dict[int, str] = {}
+    rows = []
+    for i, question in enumerate(QUESTIONS):
+        rows += batch.admit([_ask(engine, question, params)], [threading.Event()])
+        for _ in range(2 + i):
+            for row, delta in batch.step():
+                texts[id(row)] = texts.get(id(row), "") + delta.text
+    while batch.rows:
+        for row, delta in batch.step():
+            texts[id(row)] = texts.get(id(row), "") + delta.text
+    assert [texts[id(row)] for row in rows] == alone
+
+
+def test_each_row_keeps_its_own_sampling(engines: dict) -> None:
+    """Seeds reproduce per row whatever else is in the batch; max_tokens is per row."""
+    engine = engines["gguf"]
+    seeded = GenerationParams(max_tokens=12, temperature=0.9, top_p=0.95, seed=7)
+    short = GenerationParams(max_tokens=3, temperature=0.0)
+    alone = engine.generate([ChatMessage(role="user", content=QUESTIONS[1])], seeded)
+    prompts = [_ask(engine, QUESTIONS[0], short), _ask(engine, QUESTIONS[1], seeded)]
+    finals = {}
+    texts = ["", ""]
+    for step in engine.stream_batch(prompts, [threading.Event(), threading.Event()]):
+        for i, delta in enumerate(step):
+            if delta is not None:
+                texts[i] += delta.text
+                if delta.finish_reason:
+                    finals[i] = delta
+    assert texts[1] == alone.text
+    assert finals[0].finish_reason == "length" and finals[0].completion_tokens == 3
+
+
+def test_cancelling_one_row_leaves_the_others_running(engines: dict) -> None:
+    engine = engines["gguf"]
+    params = GenerationParams(max_tokens=24, temperature=0.0)
+    cancels = [threading.Event(), threading.Event()]
+    prompts = [_ask(engine, q, params) for q in QUESTIONS[1:]]
+    batch = engine.new_batch()
+    rows = batch.admit(prompts, cancels)
+    batch.step()
+    cancels[0].set()
+    reasons = {id(row): delta.finish_reason for row, delta in batch.step()}
+    assert reasons[id(rows[0])] == "cancelled"
+    assert batch.rows == [rows[1]], "the cancelled row left the batch at once"
+
+
+def test_stop_sequence_never_leaks_in_pieces(engines: dict) -> None:
+    """A stop string split across tokens is held back, not streamed and then cut."""
+    engine = engines["gguf"]
+    params = GenerationParams(max_tokens=16, temperature=0.0)
+    full = engine.generate(HELLO, params).text
+    stop = full[len(full) // 3 : len(full) // 3 + 6]
+    deltas = list(engine.stream(HELLO, params.model_copy(update={"stop": [stop]})))
+    assert all(stop not in d.text for d in deltas)
+    assert "".join(d.text for d in deltas) == full[: full.index(stop)]
+
+
+def test_a_hub_id_loads_from_the_local_cache_only(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`source: org/name` reads the Hugging Face cache (offline); a missing id fails clearly."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "0" * 40
+    repo = tmp_path / "models--mesh-test--tiny"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(tiny_model_dir, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine = _engine("mesh-test/tiny")
+    result = engine.generate(HELLO, GenerationParams(max_tokens=4, temperature=0.0))
+    assert result.completion_tokens > 0
+    from registry import UnavailableError
+
+    with pytest.raises(UnavailableError, match="mesh-test/absent"):
+        _engine("mesh-test/absent")
 
 
 def test_smollm2_answers_in_words(engines: dict) -> None:

@@ -1,0 +1,384 @@
+"""Shared-base LoRA serving: one pool app per base model holds the base once, adapters on top.
+
+Specialists whose manifests name a LoRA `model.adapter` on the same base (`model.source`,
+`revision`, `dtype`, pinned base files) share one Serve application, `base-<slug>`. Its replicas
+load the base once and keep up to `capacity` adapters unmerged on it (a peft `PeftModel` with
+several named adapters) through `@serve.multiplexed`: the multiplexed model id is the
+specialist's `name@version`, Serve routes a request to a replica that already holds that
+adapter when one does, and the least recently used adapter is deleted from the model when a
+replica holds too many (deferred while rows still decode with it). One continuous batch
+(`BatchScheduler` + `BatchDecoder`) serves every adapter at once: each row names its adapter and
+peft applies it per row (`adapter_names`).
+
+The adapter specialist's own app stays (its name, routing, delegation, limits and status are
+unchanged) but holds no weights: `PoolClient` forwards each generation to the pool with
+`multiplexed_model_id`. The controller deploys a pool while any installed specialist needs it
+and deletes it when none does. `model.share_base: false` opts a specialist out: its own replica
+loads the base and merges the adapter in (no per-token LoRA cost, one copy of the base each).
+See docs/performance.md ("LoRA adapters") for the memory and latency measured both ways.
+
+Traded away: an unmerged adapter costs a little per token; a pool's config is derived from its
+members, so installing a member that asks for more resources (or a larger batch) restarts the
+pool's replicas, which then load the base again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import threading
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+
+from registry.artifacts import adapter_files, verify_artifacts
+from registry.errors import InvalidRequestError, ManifestError, UnavailableError
+from registry.manifest import ModelSpec, SpecialistManifest
+from specialists.decoding import BatchDecoder
+from specialists.engine import ChatMessage, GenerationParams, Prompt, TextDelta
+from specialists.scheduler import BatchScheduler
+from specialists.transformers_engine import TransformersEngine, attach_adapter, check_adapter_folder
+
+POOL_PREFIX = "base-"
+DEFAULT_CAPACITY = 8  # adapters per replica; more members raise it (see `pool_configs`)
+FORWARDER_CPUS = 0.1  # a specialist that forwards to a pool holds no weights
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSpec(_Frozen):
+    """What makes two adapter specialists share a base: the same weights, loaded the same way."""
+
+    source: str
+    revision: str | None = None
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    sha256: dict[str, str] = {}  # the base's own pinned files (no `adapter/...` entries)
+
+
+class PoolConfig(_Frozen):
+    """One pool app: its base and what its replicas need (derived from every member)."""
+
+    base: BaseSpec
+    capacity: int = DEFAULT_CAPACITY
+    max_batch_size: int = 8
+    num_cpus: float = 0.25
+    num_gpus: float = 0.0
+    memory: int | None = None
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = 4.0
+    max_ongoing_requests: int = 8
+    max_queued_requests: int = 32
+
+
+def shares_base(manifest: SpecialistManifest) -> bool:
+    """Whether this specialist is served from its base's shared pool."""
+    model = manifest.model
+    return model.engine == "transformers" and bool(model.adapter) and model.share_base
+
+
+def base_spec(manifest: SpecialistManifest) -> BaseSpec:
+    model = manifest.model
+    return BaseSpec(
+        source=model.source,
+        revision=model.revision,
+        dtype=model.dtype,
+        allow_pickle=model.allow_pickle,
+        sha256={k: v for k, v in model.sha256.items() if not k.startswith("adapter/")},
+    )
+
+
+def pool_app_name(base: BaseSpec) -> str:
+    """`base-<readable stem>-<hash of the base spec>`: stable, and distinct per base."""
+    digest = hashlib.sha256(json.dumps(base.model_dump(), sort_keys=True).encode()).hexdigest()
+    stem = re.sub(r"[^a-z0-9]+", "-", base.source.rsplit("/", 1)[-1].lower()).strip("-")
+    return f"{POOL_PREFIX}{stem[:40].strip('-') or 'model'}-{digest[:8]}"
+
+
+def adapter_id(manifest: SpecialistManifest) -> str:
+    """The multiplexed model id of a specialist's adapter (versions are immutable)."""
+    return manifest.ref
+
+
+def adapter_key(model_id: str) -> str:
+    """peft's name for an adapter (module names may not hold '.'; semver holds no '_')."""
+    return model_id.replace(".", "_")
+
+
+def pool_configs(manifests: Iterable[SpecialistManifest]) -> dict[str, PoolConfig]:
+    """The pool apps the given installed specialists need, by app name."""
+    members: dict[str, list[SpecialistManifest]] = {}
+    bases: dict[str, BaseSpec] = {}
+    for manifest in manifests:
+        if shares_base(manifest):
+            base = base_spec(manifest)
+            name = pool_app_name(base)
+            bases[name] = base
+            members.setdefault(name, []).append(manifest)
+    configs = {}
+    for name, group in sorted(members.items()):
+        memories = [m.resources.memory for m in group if m.resources.memory]
+        configs[name] = PoolConfig(
+            base=bases[name],
+            capacity=max(DEFAULT_CAPACITY, len(group)),
+            max_batch_size=max(m.scaling.max_batch_size for m in group),
+            num_cpus=max(m.resources.num_cpus for m in group),
+            num_gpus=max(m.resources.num_gpus for m in group),
+            memory=max(memories) if memories else None,
+            min_replicas=max(m.scaling.min_replicas for m in group),
+            max_replicas=max(m.scaling.max_replicas for m in group),
+            target_ongoing_requests=max(m.scaling.target_ongoing_requests for m in group),
+            max_ongoing_requests=sum(m.scaling.max_ongoing_requests for m in group),
+            max_queued_requests=sum(m.scaling.max_queued_requests for m in group),
+        )
+    return configs
+
+
+# -- the engine (plain Python, no Ray) ----------------------------------------------------
+class AdapterPoolEngine(TransformersEngine):
+    """One base model and any number of named LoRA adapters on it, decoded in one batch.
+
+    Adapters are added and deleted between decode steps (a lock around every forward pass);
+    an adapter still used by running rows is deleted only when its last row is done.
+    """
+
+    def __init__(self, base: BaseSpec) -> None:
+        super().__init__(_base_manifest(base))
+        self.base = base
+        self.lock = threading.Lock()  # model forward passes vs adapter changes
+        self._book = threading.Lock()  # the counts below
+        self._users: dict[str, int] = {}
+        self._retiring: set[str] = set()
+
+    @property
+    def adapters(self) -> list[str]:
+        """The adapters loaded now (peft names)."""
+        return sorted(getattr(self.model, "peft_config", {}))
+
+    def add_adapter(self, manifest: SpecialistManifest) -> str:
+        """Check (sha256, pickle, shape) and load a specialist's adapter; returns its name."""
+        if base_spec(manifest) != self.base:
+            raise ManifestError(
+                f"{manifest.ref} is not on this pool's base ({self.base.source})",
+                param="model.source",
+            )
+        name = adapter_key(adapter_id(manifest))
+        with self._book:
+            self._retiring.discard(name)
+            if name in self.adapters:
+                return name
+        folder = check_adapter_folder(manifest.model)
+        verify_artifacts(manifest, adapter_files(manifest), only="adapter/")
+        with self.lock:
+            self.model = attach_adapter(self.model, folder, name)
+            self.model.eval()
+        return name
+
+    def acquire(self, name: str) -> None:
+        with self._book:
+            self._users[name] = self._users.get(name, 0) + 1
+
+    def release(self, name: str) -> None:
+        with self._book:
+            self._users[name] -= 1
+            idle = self._users[name] == 0 and name in self._retiring
+        if idle:
+            self._delete(name)
+
+    def retire(self, name: str) -> None:
+        """Delete `name` now, or when its last running row is done."""
+        with self._book:
+            busy = self._users.get(name, 0) > 0
+            self._retiring.add(name)
+        if not busy:
+            self._delete(name)
+
+    def _delete(self, name: str) -> None:
+        with self._book:
+            if name not in self._retiring or self._users.get(name, 0) > 0:
+                return  # wanted again, or in use again, since it was retired
+            self._retiring.discard(name)
+            self._users.pop(name, None)
+        with self.lock:
+            if name in self.adapters:
+                self.model.delete_adapter(name)
+
+    def prepare_for(
+        self, manifest: SpecialistManifest, messages: list[ChatMessage], params: GenerationParams
+    ) -> Prompt:
+        """Tokenize with the specialist's system prompt; the row decodes with its adapter."""
+        chat = list(messages)
+        if manifest.system_prompt:
+            chat.insert(0, ChatMessage(role="system", content=manifest.system_prompt))
+        try:
+            prompt = self.prepare(chat, params)
+        except InvalidRequestError as error:
+            message = error.message.replace(self.manifest.name, manifest.name)
+            raise InvalidRequestError(message, param=error.param) from None
+        prompt.adapter = adapter_key(adapter_id(manifest))
+        return prompt
+
+    def new_batch(self) -> BatchDecoder:
+        if self.model is None:
+            raise UnavailableError(f"pool for {self.base.source} is not loaded")
+        return BatchDecoder(_Locked(self), self.tokenizer, self.eos_ids, self.device)
+
+
+class _Locked:
+    """The engine's current model, called under its lock (adapters change between steps)."""
+
+    def __init__(self, engine: AdapterPoolEngine) -> None:
+        self.engine = engine
+
+    def __call__(self, **kwargs: Any) -> Any:
+        with self.engine.lock:
+            return self.engine.model(**kwargs)
+
+
+def _base_manifest(base: BaseSpec) -> SpecialistManifest:
+    return SpecialistManifest(
+        name="shared-base",
+        version="0.0.0",
+        description=f"Shared base {base.source}",
+        owner="mesh",
+        examples=["-", "-", "-"],
+        model=ModelSpec(
+            source=base.source,
+            revision=base.revision,
+            sha256=base.sha256,
+            dtype=base.dtype,  # type: ignore[arg-type]
+            allow_pickle=base.allow_pickle,
+        ),
+    )
+
+
+# -- Serve --------------------------------------------------------------------------------
+class _LoadedAdapter:
+    """What `@serve.multiplexed` caches per model id; Serve calls `__del__` on eviction."""
+
+    def __init__(self, engine: AdapterPoolEngine, name: str) -> None:
+        self.engine, self.name, self._gone = engine, name, False
+
+    def __del__(self) -> None:  # Serve calls it on eviction; the GC may call it again
+        if not self._gone:
+            self._gone = True
+            self.engine.retire(self.name)
+
+
+class AdapterPoolDeployment:
+    """Serves every adapter specialist on one base; callers set `multiplexed_model_id`."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = PoolConfig.model_validate(config)
+        self.engine = AdapterPoolEngine(self.config.base)
+        self.engine.load()
+        self.scheduler = BatchScheduler(self.engine, max_batch_size=self.config.max_batch_size)
+        self._manifests: dict[str, SpecialistManifest] = {}
+
+        async def load_adapter(model_id: str) -> _LoadedAdapter:
+            manifest = self._manifests[model_id]
+            name = await asyncio.to_thread(self.engine.add_adapter, manifest)
+            return _LoadedAdapter(self.engine, name)
+
+        capacity = self.config.capacity
+        self._adapter = serve.multiplexed(max_num_models_per_replica=capacity)(load_adapter)
+
+    async def generate(
+        self, manifest: dict[str, Any], messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> AsyncIterator[TextDelta]:
+        """The deltas of one answer by the specialist `manifest` describes (its adapter)."""
+        spec = SpecialistManifest.model_validate(manifest)
+        model_id = adapter_id(spec)
+        if serve.get_multiplexed_model_id() != model_id:
+            raise InvalidRequestError(f"call with multiplexed_model_id={model_id!r}")
+        self._manifests[model_id] = spec
+        loaded: _LoadedAdapter = await self._adapter(model_id)
+        self.engine.acquire(loaded.name)
+        try:
+            chat = [ChatMessage.model_validate(m) for m in messages]
+            prompt = self.engine.prepare_for(spec, chat, GenerationParams.model_validate(params))
+            async for delta in self.scheduler.stream(prompt):
+                yield delta
+        finally:
+            self.engine.release(loaded.name)
+
+    def adapters(self) -> list[str]:
+        return self.engine.adapters
+
+    def batch_stats(self) -> dict[str, Any]:
+        return self.scheduler.snapshot().model_dump()
+
+    def check_health(self) -> None:
+        if self.engine.model is None:
+            raise RuntimeError("base not loaded")
+
+
+def build_pool_app(config: PoolConfig) -> Application:
+    actor_options: dict[str, Any] = {"num_cpus": config.num_cpus}
+    if config.num_gpus:
+        actor_options["num_gpus"] = config.num_gpus
+    if config.memory:
+        actor_options["memory"] = config.memory
+    options: dict[str, Any] = {
+        "name": "pool",
+        "ray_actor_options": actor_options,
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
+        "health_check_period_s": 10,
+        "graceful_shutdown_timeout_s": 30,
+    }
+    if config.min_replicas == config.max_replicas:
+        options["num_replicas"] = config.max_replicas
+    else:
+        options["autoscaling_config"] = {
+            "min_replicas": config.min_replicas,
+            "max_replicas": config.max_replicas,
+            "target_ongoing_requests": config.target_ongoing_requests,
+        }
+    deployment = serve.deployment(AdapterPoolDeployment, **options)
+    # Only what a replica itself uses goes into its arguments: a member joining or leaving
+    # changes limits and replica counts (Serve applies those without restarting replicas).
+    replica_args = config.model_dump(mode="json", include={"base", "capacity", "max_batch_size"})
+    return deployment.bind(replica_args)  # type: ignore[attr-defined]
+
+
+class PoolClient:
+    """What an adapter specialist's replica uses instead of an engine: its base's pool."""
+
+    def __init__(self, manifest: SpecialistManifest) -> None:
+        self.manifest = manifest
+        self.app = pool_app_name(base_spec(manifest))
+        self.model_id = adapter_id(manifest)
+        self._payload = manifest.model_dump(mode="json")
+        self._handle: Any = None
+
+    async def stream(
+        self, messages: list[dict[str, str]], params: GenerationParams
+    ) -> AsyncIterator[TextDelta]:
+        """The pool's deltas; leaving early cancels the pool's row too."""
+        if self._handle is None:
+            try:
+                self._handle = serve.get_app_handle(self.app)
+            except Exception as error:  # Serve raises its own exception for an unknown app
+                raise UnavailableError(
+                    f"{self.manifest.name}: its shared base pool {self.app} is not running "
+                    f"({error})"
+                ) from None
+        handle = self._handle.options(stream=True, multiplexed_model_id=self.model_id)
+        responses = handle.generate.remote(self._payload, messages, params.model_dump())
+        finished = False
+        try:
+            async for delta in responses:
+                yield delta
+                finished = bool(delta.finish_reason)
+        finally:
+            if not finished:
+                responses.cancel()

