@@ -32,13 +32,51 @@ class _Row:
     finish: FinishReason | None = None
 
 
+@dataclass
+class PrefixCache:
+    """The KV cache of the tokens every prompt of a specialist starts with (chat template and
+    system prompt), computed once at load: an admission then prefills only what follows it.
+    Prefill is compute-bound and stalls every running row, so this is time the batch gets back
+    (and time to first token)."""
+
+    ids: list[int]
+    cache: Any  # a one-row DynamicCache
+
+    @classmethod
+    def build(cls, model: Any, ids: list[int], device: str) -> PrefixCache:
+        import torch
+
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+        return cls(ids=ids, cache=out.cache)
+
+    def serves(self, prompt: Prompt) -> bool:
+        n = len(self.ids)
+        return prompt.adapter is None and len(prompt.ids) > n and prompt.ids[:n] == self.ids
+
+    def copy_for(self, rows: int) -> Any:
+        import copy
+
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
 class BatchDecoder:
     """A running batch. `admit` prefills new prompts and merges them into the batch between
     steps (continuous batching); `step` samples one token for every row and runs one forward
     pass for the rows still going. Not thread-safe: one caller drives it."""
 
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        eos_ids: set[int],
+        device: str = "cpu",
+        prefix: PrefixCache | None = None,
+    ) -> None:
         self.model, self.tokenizer, self.eos_ids, self.device = model, tokenizer, eos_ids, device
+        self.prefix = prefix
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.rows: list[_Row] = []  # in cache order
         self._cache: Any = None
@@ -61,21 +99,27 @@ class BatchDecoder:
         import torch
 
         rows = [_new_row(p, c, self.device) for p, c in zip(prompts, cancels, strict=True)]
-        width = max(len(p.ids) for p in prompts)
+        prefix = self.prefix if self.prefix and all(map(self.prefix.serves, prompts)) else None
+        skip = len(prefix.ids) if prefix else 0
+        suffixes = [p.ids[skip:] for p in prompts]
+        width = max(len(ids) for ids in suffixes)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            input_ids[i, width - len(prompt.ids) :] = torch.tensor(prompt.ids)
-            mask[i, width - len(prompt.ids) :] = 1
+        mask = torch.zeros((len(rows), skip + width), dtype=torch.long)
+        mask[:, :skip] = 1  # the shared prefix, then each row's left-padded rest
+        for i, ids in enumerate(suffixes):
+            input_ids[i, width - len(ids) :] = torch.tensor(ids)
+            mask[i, skip + width - len(ids) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = {"cache": prefix.copy_for(len(rows))} if prefix else {}
         with torch.inference_mode():
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=mask,
-                position_ids=positions,
+                position_ids=positions[:, skip:],
                 use_cache=True,
                 logits_to_keep=1,
+                **cache,
                 **_adapter_kwargs(rows),
             )
         logits = out.logits[:, -1, :].float()
@@ -177,7 +221,7 @@ def _new_row(prompt: Prompt, cancel: threading.Event, device: str) -> _Row:
     if prompt.params.seed is not None:
         generator = torch.Generator(device=device).manual_seed(prompt.params.seed)
     max_time = prompt.params.max_time_s
-    deadline = time.monotonic() + max_time if max_time is not None else None
+    deadline = prompt.arrived + max_time if max_time is not None else None
     return _Row(prompt=prompt, cancel=cancel, deadline=deadline, generator=generator)
 
 

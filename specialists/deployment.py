@@ -219,7 +219,8 @@ class SpecialistDeployment:
     async def _generate(
         self, messages: list[dict[str, str]], params: GenerationParams, ctx: MeshContext
     ) -> GenerationResult:
-        result = collect([delta async for delta in self._decode(messages, params)])
+        bounded = self._bounded(params, ctx)
+        result = collect([delta async for delta in self._decode(messages, bounded)])
         ctx.spend(result.completion_tokens)
         return result
 

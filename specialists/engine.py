@@ -8,9 +8,10 @@ and wrapped by `SpecialistDeployment` for serving. Engines are looked up by the 
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,6 +93,9 @@ class Prompt:
     # The LoRA adapter this row decodes with, on a model holding several (a shared-base pool,
     # `specialists.adapter_pool`); None: the model as loaded.
     adapter: str | None = None
+    # When the request arrived (time.monotonic): `params.max_time_s` counts from here, so
+    # time spent waiting for a batch slot is part of the request's deadline.
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class DecodeBatch(Protocol):

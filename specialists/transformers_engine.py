@@ -16,7 +16,7 @@ from typing import Any
 from registry.artifacts import adapter_dir, verify_artifacts
 from registry.errors import InvalidRequestError, ManifestError, UnavailableError
 from registry.manifest import ModelSpec, SpecialistManifest
-from specialists.decoding import BatchDecoder
+from specialists.decoding import BatchDecoder, PrefixCache
 from specialists.engine import ChatMessage, Engine, GenerationParams, Prompt
 from specialists.sources import resolve_source
 
@@ -29,6 +29,7 @@ class TransformersEngine(Engine):
         self.context_length = 2048
         self.device = "cpu"
         self.eos_ids: set[int] = set()
+        self.prefix: PrefixCache | None = None
 
     def load(self) -> None:
         import torch
@@ -66,6 +67,7 @@ class TransformersEngine(Engine):
         config = self.model.config
         self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        self.prefix = self._prefix_cache()
 
     # -- requests -------------------------------------------------------------------------
     def prepare(self, messages: list[ChatMessage], params: GenerationParams) -> Prompt:
@@ -87,9 +89,26 @@ class TransformersEngine(Engine):
     def new_batch(self) -> BatchDecoder:
         if self.model is None:
             raise UnavailableError(f"{self.manifest.ref} is not loaded")
-        return BatchDecoder(self.model, self.tokenizer, self.eos_ids, self.device)
+        return BatchDecoder(self.model, self.tokenizer, self.eos_ids, self.device, self.prefix)
+
+    def _prefix_cache(self) -> PrefixCache | None:
+        """The tokens every prompt starts with: where two different one-turn chats agree."""
+        if hasattr(self.model, "peft_config"):  # unmerged adapters: the prefix's KV differs
+            return None
+        first, second = (
+            self.prepare([ChatMessage(role="user", content=text)], GenerationParams(max_tokens=1))
+            for text in ("a", "b")
+        )
+        shared = next(
+            (i for i, (x, y) in enumerate(zip(first.ids, second.ids, strict=False)) if x != y),
+            min(len(first.ids), len(second.ids)),
+        )
+        if shared < MIN_PREFIX_TOKENS:
+            return None
+        return PrefixCache.build(self.model, first.ids[:shared], self.device)
 
 
+MIN_PREFIX_TOKENS = 4
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 

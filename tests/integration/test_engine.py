@@ -94,6 +94,41 @@ def test_rows_joining_a_running_batch_answer_as_if_alone(engines: dict) -> None:
     assert [texts[id(row)] for row in rows] == alone
 
 
+def test_the_shared_prefix_cache_changes_no_answer(engines: dict) -> None:
+    """The chat template + system prompt KV is computed once; reusing it is exact."""
+    engine = engines["gguf"]
+    assert engine.prefix is not None
+    assert engine.tokenizer.decode(engine.prefix.ids).endswith("user\n")
+    params = GenerationParams(max_tokens=12, temperature=0.0)
+    prompts = [_ask(engine, q, params) for q in QUESTIONS]
+    assert all(engine.prefix.serves(p) for p in prompts)
+
+    def answers() -> list[str]:
+        texts = [""] * len(prompts)
+        for step in engine.stream_batch(prompts, [threading.Event() for _ in prompts]):
+            for i, delta in enumerate(step):
+                texts[i] += delta.text if delta else ""
+        return texts
+
+    reused = answers()
+    prefix, engine.prefix = engine.prefix, None
+    try:
+        assert answers() == reused
+    finally:
+        engine.prefix = prefix
+
+
+def test_time_spent_waiting_for_a_slot_counts_against_the_deadline(engines: dict) -> None:
+    engine = engines["gguf"]
+    params = GenerationParams(max_tokens=64, temperature=0.0, max_time_s=0.5)
+    prompt = _ask(engine, QUESTIONS[1], params)
+    prompt.arrived -= 1.0  # it waited a second in the queue before a row was free
+    steps = list(engine.stream_batch([prompt], [threading.Event()]))
+    final = steps[0][0]
+    assert len(steps) == 1 and final is not None
+    assert final.finish_reason == "length" and final.completion_tokens == 1
+
+
 def test_each_row_keeps_its_own_sampling(engines: dict) -> None:
     """Seeds reproduce per row whatever else is in the batch; max_tokens is per row."""
     engine = engines["gguf"]
