@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--inflight", type=int, default=1, help="Batches encoding at once (RouteBatcher)."
+        "--inflight", type=int, default=2, help="Batches encoding at once (RouteBatcher)."
     )
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

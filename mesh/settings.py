@@ -53,7 +53,7 @@ class MeshSettings(BaseSettings):
         0.0, ge=0, description="Hold a batch open this long for more company (0: never wait)."
     )
     router_inflight: int = Field(
-        1, ge=1, description="Batches encoding at once (one thread each): use spare cores."
+        2, ge=1, description="Batches encoding at once (one thread each): use spare cores."
     )
     auto_install: bool = Field(True, description="Install every newly published specialist.")
     max_hops: int = Field(3, ge=0, le=10, description="Specialist-to-specialist hops per request.")
