@@ -14,7 +14,6 @@ count as out of scope: no installed specialist should take those queries.
 from __future__ import annotations
 
 import base64
-import hashlib
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from registry.artifacts import sha256_file
 from registry.router_artifacts import (
     EncoderFiles,
     LabelledQuery,
@@ -38,7 +38,6 @@ from router.router import Method, Router
 
 ROUTER_DIR = "router"
 RECORD_FILE = "router.json"
-CHUNK = 1 << 20
 
 EncoderLoader = Callable[[Path], Encoder]
 
@@ -50,14 +49,6 @@ def new_version() -> str:
 
 def artifact_dir(home: Path, version: str) -> Path:
     return home / ROUTER_DIR / version
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_files(folder: Path) -> dict[str, str]:

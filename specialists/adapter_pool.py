@@ -42,6 +42,7 @@ from registry.manifest import ModelSpec, SpecialistManifest
 from specialists.decoding import BatchDecoder
 from specialists.engine import ChatMessage, GenerationParams, Prompt, TextDelta
 from specialists.scheduler import BatchScheduler
+from specialists.serve_options import deployment_options
 from specialists.transformers_engine import TransformersEngine, attach_adapter, check_adapter_folder
 
 POOL_PREFIX = "base-"
@@ -327,22 +328,7 @@ def build_pool_app(config: PoolConfig) -> Application:
         actor_options["num_gpus"] = config.num_gpus
     if config.memory:
         actor_options["memory"] = config.memory
-    options: dict[str, Any] = {
-        "name": "pool",
-        "ray_actor_options": actor_options,
-        "max_ongoing_requests": config.max_ongoing_requests,
-        "max_queued_requests": config.max_queued_requests,
-        "health_check_period_s": 10,
-        "graceful_shutdown_timeout_s": 30,
-    }
-    if config.min_replicas == config.max_replicas:
-        options["num_replicas"] = config.max_replicas
-    else:
-        options["autoscaling_config"] = {
-            "min_replicas": config.min_replicas,
-            "max_replicas": config.max_replicas,
-            "target_ongoing_requests": config.target_ongoing_requests,
-        }
+    options = deployment_options("pool", actor_options, config)
     deployment = serve.deployment(AdapterPoolDeployment, **options)
     # Only what a replica itself uses goes into its arguments: a member joining or leaving
     # changes limits and replica counts (Serve applies those without restarting replicas).

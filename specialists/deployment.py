@@ -39,6 +39,7 @@ from specialists.engine import (
 )
 from specialists.messages import ContextState, Message
 from specialists.scheduler import BatchScheduler
+from specialists.serve_options import deployment_options
 from specialists.tool_engine import ToolEngine
 
 APP_PREFIX = "specialist-"
@@ -255,21 +256,6 @@ def build_specialist_app(manifest: SpecialistManifest) -> Application:
         actor_options["memory"] = resources.memory
     if shares_base(manifest):  # no weights here: the pool app asks for the manifest's resources
         actor_options = {"num_cpus": min(resources.num_cpus, FORWARDER_CPUS)}
-    options: dict[str, Any] = {
-        "name": manifest.name,
-        "ray_actor_options": actor_options,
-        "max_ongoing_requests": scaling.max_ongoing_requests,
-        "max_queued_requests": scaling.max_queued_requests,
-        "health_check_period_s": 10,
-        "graceful_shutdown_timeout_s": 30,
-    }
-    if scaling.min_replicas == scaling.max_replicas:
-        options["num_replicas"] = scaling.max_replicas
-    else:
-        options["autoscaling_config"] = {
-            "min_replicas": scaling.min_replicas,
-            "max_replicas": scaling.max_replicas,
-            "target_ongoing_requests": scaling.target_ongoing_requests,
-        }
+    options = deployment_options(manifest.name, actor_options, scaling)
     deployment = serve.deployment(SpecialistDeployment, **options)
     return deployment.bind(manifest.model_dump(mode="json"))  # type: ignore[attr-defined]
