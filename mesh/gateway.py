@@ -299,8 +299,9 @@ class Gateway:
         status = await self.controller.status.remote()
         state = status["specialists"].get(name)
         if state is not None:
+            why = f": {state['pending']}" if state.get("pending") else "; retry shortly"
             return UnavailableError(
-                f"specialist '{name}' is installed but not ready ({state['status']}); retry shortly"
+                f"specialist '{name}' is installed but not ready ({state['status']}){why}"
             )
         available = ", ".join(["mesh", *live])
         return NotFoundError(

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -156,6 +157,12 @@ def test_gpu_placement_and_pending_specialists(
         in (text)
     )
     assert "to be scheduled" in text.split("busy-math", 1)[1]
+
+    # A request pinned to it is a 503 that says what it waits for.
+    body = {"model": "big-math", "messages": [{"role": "user", "content": "2+2"}]}
+    reply = httpx.post(f"{mesh.base_url}/v1/chat/completions", json=body, timeout=60)
+    assert reply.status_code == 503, reply.text
+    assert "needs GPU 2 per replica" in reply.json()["error"]["message"]
     states = specialist_states(mesh)
     assert states["gpu-math"]["status"] == "RUNNING"
 
