@@ -102,6 +102,12 @@ async def _sse(
         yield _event(error_body(f"stream failed: {type(error).__name__}", "server_error"))
     finally:
         on_finish(failed)
+        cancel = getattr(deltas, "cancel", None)
+        if failed and cancel is not None:
+            # The client went away (or the stream broke): tell the specialist now, so its row
+            # leaves the batch at the next step. Serve's own propagation of the proxy's cancel
+            # to this child stream was seen to miss (1 run in 4).
+            cancel()
     yield "data: [DONE]\n\n"
 
 
