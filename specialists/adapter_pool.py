@@ -227,6 +227,11 @@ class AdapterPoolEngine(TransformersEngine):
         prompt.adapter = adapter_key(adapter_id(manifest))
         return prompt
 
+    def _prefix_cache(self) -> None:
+        """No shared prefix: each row brings its specialist's system prompt and decodes with
+        its own adapter, whose LoRA changes the prefix's KV too."""
+        return None
+
     def new_batch(self) -> BatchDecoder:
         if self.model is None:
             raise UnavailableError(f"pool for {self.base.source} is not loaded")

@@ -93,8 +93,6 @@ class TransformersEngine(Engine):
 
     def _prefix_cache(self) -> PrefixCache | None:
         """The tokens every prompt starts with: where two different one-turn chats agree."""
-        if hasattr(self.model, "peft_config"):  # unmerged adapters: the prefix's KV differs
-            return None
         first, second = (
             self.prepare([ChatMessage(role="user", content=text)], GenerationParams(max_tokens=1))
             for text in ("a", "b")
