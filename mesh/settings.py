@@ -25,7 +25,9 @@ class MeshSettings(BaseSettings):
         default_factory=list, description="Bearer keys for the API; empty means no auth."
     )
     admin_token: str | None = Field(
-        None, description="Admin token for the store; unset: operator actions are open."
+        None,
+        description="The operator's token. Unset: `mesh up` generates one under MESH_HOME "
+        "(file `admin_token`, mode 0600) and the CLI reads it from there.",
     )
     token: str | None = Field(None, description="The CLI's store token (owner or admin).")
     fallback: str = Field("general", description="Specialist that answers when none fits.")
@@ -66,6 +68,23 @@ class MeshSettings(BaseSettings):
     max_prompt_chars: int = Field(32_000, ge=1, description="Larger requests get HTTP 400.")
     max_messages: int = Field(256, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
+    allow_pickle: bool = Field(
+        False, description="Operator setting: load pickle weights (.bin/.pt), which can run code."
+    )
+    max_artifact_bytes: int = Field(
+        256 * 2**20, ge=1, description="Largest upload into the store's artifact area."
+    )
+    max_body_bytes: int = Field(
+        2 * 2**20, ge=1, description="Largest JSON/YAML request body (HTTP 413 beyond)."
+    )
+    max_route_chars: int = Field(2_000, ge=1, description="Largest /v1/route text (HTTP 400).")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host headers accepted besides loopback and MESH_HOST (DNS rebinding guard).",
+    )
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="Requests per minute per API key or client address (0: off)."
+    )
     ray_num_cpus: float | None = Field(None, description="CPUs for a local Ray (default: all).")
 
     @property
