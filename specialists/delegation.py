@@ -7,12 +7,14 @@ on its own line:
     {"mesh_ask": {"to": "math", "content": "17*23"}}
 
 Directives are read only from the specialist's own output, and one that also appears in
-anything it received (the user's message, quoted data) is ignored: a user cannot smuggle a
-delegation in by getting the model to echo it.
+anything it received (the user's message, quoted data) is ignored, verbatim or re-spelled with
+other spacing, key order or escapes: a user cannot smuggle a delegation in by getting the model
+to echo it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -20,10 +22,13 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from specialists.messages import Trust, quote_data
-from specialists.tools.math import find_expressions
+from specialists.tools.math import DECLINE, find_expressions
 
+# No nested quantifiers and no braces inside: each match attempt stops at the next brace, so
+# scanning is linear even on '{"mesh_ask":{' * 5000.
 DIRECTIVE = re.compile(r'\{\s*"mesh_ask"\s*:\s*\{[^{}]*\}\s*\}')
 MAX_PLANNED = 3
+MAX_DIRECTIVE_SCAN = 200  # directives looked at in one output; a model asks for a few at most
 
 # receiver name -> finds what in a request that receiver should handle
 PLANNERS: dict[str, Callable[[str], list[str]]] = {"math": find_expressions}
@@ -45,28 +50,49 @@ def plan(text: str, can_message: list[str]) -> list[PlannedAsk]:
         PlannedAsk(to=receiver, content=part)
         for receiver, find in PLANNERS.items()
         if receiver in can_message
-        for part in find(text)
+        for part in dict.fromkeys(find(text))  # the same question once
     ]
     return planned[:MAX_PLANNED]
 
 
 def parse_directives(output: str, received: list[str]) -> list[PlannedAsk]:
     """Directives in the model's own output that did not come from what it received."""
-    found = []
-    for match in DIRECTIVE.finditer(output):
-        raw = match.group(0)
-        if any(_squash(raw) in _squash(text) for text in received):
+    squashed = [_squash(text) for text in received]
+    echoed = {_key(directive) for text in received for directive in _directives(text)}
+    found: list[PlannedAsk] = []
+    for match in itertools.islice(DIRECTIVE.finditer(output), MAX_DIRECTIVE_SCAN):
+        raw = _squash(match.group(0))
+        directive = _parse_directive(match.group(0))
+        if directive is None or _key(directive) in echoed or any(raw in t for t in squashed):
             continue
-        try:
-            directive = _Directive.model_validate(json.loads(raw)["mesh_ask"])
-        except (ValueError, ValidationError):
-            continue
-        found.append(PlannedAsk(to=directive.to, content=directive.content))
-    return found[:MAX_PLANNED]
+        found.append(directive)
+        if len(found) == MAX_PLANNED:
+            break
+    return found
 
 
 def strip_directives(output: str) -> str:
+    """The output without directive lines (the user sees the answer, not the plumbing)."""
     return DIRECTIVE.sub("", output).strip()
+
+
+def _directives(text: str) -> list[PlannedAsk]:
+    """All of them, uncapped: padding received text with decoys must not hide the real one."""
+    parsed = (_parse_directive(match.group(0)) for match in DIRECTIVE.finditer(text))
+    return [directive for directive in parsed if directive is not None]
+
+
+def _parse_directive(raw: str) -> PlannedAsk | None:
+    try:
+        directive = _Directive.model_validate(json.loads(raw)["mesh_ask"])
+    except (ValueError, TypeError, KeyError, ValidationError):
+        return None
+    return PlannedAsk(to=directive.to, content=directive.content)
+
+
+def _key(directive: PlannedAsk) -> tuple[str, str]:
+    """What makes two directives the same request, whatever their spelling."""
+    return directive.to.strip().lower(), _squash(directive.content)
 
 
 def with_data(messages: list[dict[str, str]], blocks: list[str]) -> list[dict[str, str]]:
@@ -86,9 +112,14 @@ def data_block(source: str, trust: Trust, asked: str, answer: str) -> str:
 
 
 def cite_missing(answer: str, exact: list[tuple[str, str, str]]) -> str:
-    """Make sure exact tool results reach the user even if a small model garbles them."""
+    """Make sure exact tool results reach the user even if a small model garbles them.
+
+    A tool that declined ("cannot evaluate: ...") has no exact result to cite.
+    """
     missing = [
-        f"{asked} = {result}" for source, asked, result in exact if _value(result) not in answer
+        f"{asked} = {result}"
+        for source, asked, result in exact
+        if not result.startswith(DECLINE) and _value(result) not in answer
     ]
     if not missing:
         return answer
@@ -97,7 +128,9 @@ def cite_missing(answer: str, exact: list[tuple[str, str, str]]) -> str:
 
 
 def _value(result: str) -> str:
-    return result.split("=")[-1].split("\u2248")[0].strip()
+    """The number to look for in the answer: '391', 'x = 4' -> '4', '≈ 1.99E+3010 (3011 digits)'."""
+    exact, _, approx = result.split("=")[-1].partition("\u2248")
+    return exact.strip() or approx.strip()
 
 
 def _squash(text: str) -> str:
