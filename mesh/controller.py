@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mesh.settings import MeshSettings
 from registry import Registry, RegistryUnavailableError, SpecialistManifest
 from specialists.adapter_pool import PoolConfig, build_pool_app, pool_configs
 from specialists.deployment import app_name, build_specialist_app
+from specialists.sources import SourceOptions
 
 logger = logging.getLogger("ray.serve")
 RESYNC_EVERY_S = 5.0
@@ -25,6 +27,8 @@ EVENT_BLOCK_MS = 1000
 SLOW_SCHEDULING = "to be scheduled"
 # Serve statuses reported as PENDING when replicas wait for resources.
 WAITING_STATUSES = ("DEPLOYING", "NOT_STARTED")
+# Not live, and not worth waiting for: the mesh is ready without them.
+SETTLED_NOT_LIVE = frozenset({"PENDING", "DEPLOY_FAILED", "UNHEALTHY"})
 _EPSILON = 1e-6  # Ray keeps resources in fixed point
 
 
@@ -57,8 +61,13 @@ class LiveView(BaseModel):
 
 
 class MeshController:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, sources: dict[str, Any] | None = None) -> None:
         self.registry = Registry.from_url(redis_url)
+        # What replicas need to load weights: this Redis for `artifact:` sources, and the
+        # operator's settings (MESH_ALLOW_PICKLE, ...) read here, in the mesh layer.
+        self.sources = (
+            SourceOptions.model_validate(sources) if sources else source_options(redis_url)
+        )
         self.deployed: dict[str, SpecialistManifest] = {}
         self.pools: dict[str, PoolConfig] = {}  # shared-base LoRA pool apps, by app name
         self.states: dict[str, SpecialistState] = {}
@@ -78,10 +87,12 @@ class MeshController:
     def status(self) -> dict[str, Any]:
         # A specialist that waits for resources (PENDING) does not hold the mesh back: the
         # rest serves, and status says what it waits for.
+        # Neither does one that failed to deploy: the mesh is `degraded` (see mesh.health).
         starting = [
             n
             for n in self.deployed
-            if n not in self.live and getattr(self.states.get(n), "status", "") != "PENDING"
+            if n not in self.live
+            and getattr(self.states.get(n), "status", "") not in SETTLED_NOT_LIVE
         ]
         return {
             "ready": self.synced_once and not starting,
@@ -124,7 +135,7 @@ class MeshController:
         for name, manifest in desired.items():
             if self.deployed.get(name) != manifest:
                 logger.info("deploying %s", manifest.ref)
-                await asyncio.to_thread(_deploy, manifest)
+                await asyncio.to_thread(_deploy, manifest, self.sources)
                 self.deployed[name] = manifest
         for name in [n for n in self.deployed if n not in desired]:
             logger.info("removing %s", name)
@@ -138,7 +149,7 @@ class MeshController:
         for name, config in pools.items():
             if self.pools.get(name) != config:
                 logger.info("deploying shared-base pool %s", name)
-                await asyncio.to_thread(_deploy_pool, name, config)
+                await asyncio.to_thread(_deploy_pool, name, config, self.sources)
                 self.pools[name] = config
 
     async def _remove_pools(self, pools: dict[str, PoolConfig]) -> None:
@@ -275,12 +286,25 @@ def _replica_details() -> dict[str, list[ReplicaInfo]]:
     return found
 
 
-def _deploy(manifest: SpecialistManifest) -> None:
+def source_options(redis_url: str, settings: MeshSettings | None = None) -> SourceOptions:
+    """The operator's loading settings for specialist replicas, from MESH_* settings."""
+    settings = settings or MeshSettings()
+    return SourceOptions(
+        redis_url=redis_url,
+        cache_dir=str(settings.home / "artifacts"),
+        allow_pickle=settings.allow_pickle,
+        max_artifact_bytes=settings.max_artifact_bytes,
+    )
+
+
+def _deploy(manifest: SpecialistManifest, sources: SourceOptions) -> None:
     """Submit (or update) the specialist's app and return at once; readiness is polled."""
     from ray import serve
 
     target = serve.RunTarget(
-        target=build_specialist_app(manifest), name=app_name(manifest.name), route_prefix=None
+        target=build_specialist_app(manifest, sources),
+        name=app_name(manifest.name),
+        route_prefix=None,
     )
     serve.run_many(
         [target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False
@@ -291,10 +315,10 @@ def _delete(name: str) -> None:
     _delete_app(app_name(name))
 
 
-def _deploy_pool(name: str, config: PoolConfig) -> None:
+def _deploy_pool(name: str, config: PoolConfig, sources: SourceOptions) -> None:
     from ray import serve
 
-    target = serve.RunTarget(target=build_pool_app(config), name=name, route_prefix=None)
+    target = serve.RunTarget(target=build_pool_app(config, sources), name=name, route_prefix=None)
     serve.run_many(
         [target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False
     )

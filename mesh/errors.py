@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mesh.protocol import error_body
 from registry.errors import MeshError, UnavailableError
@@ -56,6 +57,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(f"{param}: {message}" if param else message, "invalid_request_error", param),
             status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own errors (an unparsable body, a wrong method) in OpenAI's shape."""
+        kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+        return JSONResponse(
+            error_body(str(error.detail), kind),
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
         )
 
     @app.exception_handler(Exception)

@@ -10,16 +10,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from mesh import store_api
+from mesh import artifact_api, store_api
 from mesh.controller import LiveView
 from mesh.errors import as_mesh_error, error_response, install_error_handlers
-from mesh.http_auth import check_api_key
+from mesh.fair_share import FairShare
+from mesh.health import health_body
+from mesh.http_auth import client_id
+from mesh.http_guard import HttpGuard, current_policy, policy_from, set_policy
 from mesh.live import LiveFollower
 from mesh.panel import panel_members, run_panel
 from mesh.protocol import (
@@ -38,6 +41,7 @@ from mesh.usage import UsageRecorder
 from registry import (
     InvalidRequestError,
     NotFoundError,
+    PermissionDeniedError,
     SpecialistManifest,
     UnavailableError,
 )
@@ -51,10 +55,12 @@ logger = logging.getLogger("ray.serve")
 api = FastAPI(title="specialist-mesh", version="0.1.0")
 install_error_handlers(api)
 api.include_router(store_api.router)
+api.include_router(artifact_api.router)
+api.add_middleware(HttpGuard, policy=current_policy)
 
 
 class RouteRequest(BaseModel):
-    text: str
+    text: str = Field(description="The query to route (at most MESH_MAX_ROUTE_CHARS characters).")
 
 
 # Helpers sit above the class on purpose: @serve.ingress pickles the routes when the class is
@@ -97,9 +103,13 @@ async def _sse(
                 break
             delta = await anext(deltas, None)
         failed = False
-    except Exception as error:
-        logger.exception("stream failed")
-        yield _event(error_body(f"stream failed: {type(error).__name__}", "server_error"))
+    except Exception as raised:
+        error = as_mesh_error(raised)
+        if isinstance(error, MeshError):  # raised on purpose: its message is for the client
+            yield _event(error_body(error.message, error.error_type, error.param))
+        else:
+            logger.exception("stream failed")
+            yield _event(error_body(f"stream failed: {type(error).__name__}", "server_error"))
     finally:
         on_finish(failed)
         cancel = getattr(deltas, "cancel", None)
@@ -129,6 +139,9 @@ class Gateway:
         self, router: DeploymentHandle, controller: DeploymentHandle, settings: dict[str, Any]
     ) -> None:
         self.settings = MeshSettings.model_validate(settings)
+        uploads = {"/v1/artifacts": (artifact_api.TAR_TYPES, self.settings.max_artifact_bytes)}
+        set_policy(policy_from(self.settings, uploads=uploads))
+        self.fair_share = FairShare(self.settings.max_inflight_per_client)
         self.router = router
         self.controller = controller
         self.handles: dict[str, DeploymentHandle] = {}
@@ -140,17 +153,37 @@ class Gateway:
     async def _on_live_change(self, view: LiveView) -> None:
         self.handles = {n: h for n, h in self.handles.items() if n in view.specialists}
 
-    def _check_auth(self, authorization: str | None) -> None:
-        check_api_key(self.settings.api_keys, authorization)
+    async def _check_auth(self, authorization: str | None) -> None:
+        await self.store.client(authorization)
 
     # -- OpenAI API -----------------------------------------------------------------------
     @api.post("/v1/chat/completions", response_model=None)
     async def chat_completions(
-        self, body: ChatCompletionRequest, authorization: str | None = Header(None)
+        self,
+        body: ChatCompletionRequest,
+        request: Request,
+        authorization: str | None = Header(None),
     ) -> JSONResponse | StreamingResponse:
-        self._check_auth(authorization)
+        await self._check_auth(authorization)
         self._check_size(body)
         manifest, decision = await self._choose(body)
+        address = request.client.host if request.client else None
+        client = client_id(authorization, address, self.settings.api_keys)
+        release = self.fair_share.acquire(client, manifest.name)
+        try:
+            return await self._answer(body, manifest, decision, release)
+        except BaseException:
+            release()
+            raise
+
+    async def _answer(
+        self,
+        body: ChatCompletionRequest,
+        manifest: SpecialistManifest,
+        decision: RouteDecision,
+        release: Callable[[], None],
+    ) -> JSONResponse | StreamingResponse:
+        """Generate the answer; `release` frees the client's fair-share slot when it ends."""
         if body.mesh is not None and body.mesh.panel:
             unknown = [n for n in body.mesh.panel if n not in self.follower.view.specialists]
             if unknown:
@@ -179,7 +212,12 @@ class Gateway:
                 default_aggregator=self.settings.panel_aggregator,
                 max_tokens=params["max_tokens"],
             )
-            manifest = self.follower.view.specialists[panel.aggregator]
+            aggregator = self.follower.view.specialists.get(panel.aggregator)
+            if aggregator is None:  # went away while the drafts ran
+                raise NotFoundError(
+                    f"panel aggregator '{panel.aggregator}' is no longer live", param="mesh"
+                )
+            manifest = aggregator
             decision = decision.model_copy(update={"mode": "panel"})
             state, data, trace = panel.state, panel.data, panel.trace
         state = state.model_copy(update={"path": [manifest.name]})
@@ -187,7 +225,12 @@ class Gateway:
             specialist=manifest.name, version=manifest.version, decision=decision, trace=trace
         )
         handle = self._handle(manifest.name)
-        finish = self.usage.start(manifest.name, routed=body.routed, response_id=response_id)
+        recorded = self.usage.start(manifest.name, routed=body.routed, response_id=response_id)
+
+        def finish(failed: bool) -> None:
+            recorded(failed)
+            release()
+
         call = (body.chat(), params, state.model_dump(), data)
         if body.stream:
             return await self._stream(handle, call, info, response_id, finish)
@@ -216,7 +259,7 @@ class Gateway:
 
     @api.get("/v1/models")
     async def models(self, authorization: str | None = Header(None)) -> dict[str, Any]:
-        self._check_auth(authorization)
+        await self._check_auth(authorization)
         view = await self.follower.refresh()
         created = int(time.time())
         data = [{"id": "mesh", "object": "model", "created": created, "owned_by": "mesh"}]
@@ -238,26 +281,42 @@ class Gateway:
         self, body: RouteRequest, authorization: str | None = Header(None)
     ) -> dict[str, Any]:
         """Dry run: the decision the router would make, without generating."""
-        self._check_auth(authorization)
+        await self._check_auth(authorization)
         if not body.text.strip():
             raise InvalidRequestError("text must not be empty", param="text")
+        if len(body.text) > self.settings.max_route_chars:
+            limit = self.settings.max_route_chars
+            raise InvalidRequestError(
+                f"text is {len(body.text)} characters; the limit is {limit}", param="text"
+            )
         return dict(await self.router.route.remote(body.text, self.follower.view.generation))
 
     @api.get("/v1/specialists/{name}/batch")
     async def batch(self, name: str, authorization: str | None = Header(None)) -> dict[str, Any]:
         """The decode batch of one of the specialist's replicas: rows running and waiting,
         steps, admissions, cancellations (how operators and tests see continuous batching)."""
-        self._check_auth(authorization)
+        await self._check_auth(authorization)
         view = await self.follower.refresh()
         if name not in view.specialists:
             raise await self._not_live(name, sorted(view.specialists))
         return dict(await self._handle(name).batch_stats.remote())
 
     @api.get("/healthz")
-    async def healthz(self) -> JSONResponse:
+    async def healthz(self, authorization: str | None = Header(None)) -> JSONResponse:
+        """`ok`, `degraded` (some specialist failed; the rest serve) or `starting` (503).
+
+        Replica details (pids, nodes, actor ids) and deploy errors are for the operator only:
+        send the admin token to see them."""
+        await self._check_auth(authorization)
         status = await self.controller.status.remote()
-        status["status"] = "ok" if status["ready"] else "starting"
-        return JSONResponse(status, status_code=200 if status["ready"] else 503)
+        try:
+            detailed = (await self.store.principal(authorization)).admin
+        except PermissionDeniedError:
+            detailed = False
+        return JSONResponse(
+            health_body(status, detailed=detailed),
+            status_code=200 if status["ready"] else 503,
+        )
 
     # -- helpers --------------------------------------------------------------------------
     def _check_size(self, body: ChatCompletionRequest) -> None:

@@ -40,6 +40,18 @@ class MeshProcess:
         port = self.base_url.rsplit(":", 1)[1]
         return {"MESH_HOME": str(self.home), "MESH_PORT": port, **self.extra_env}
 
+    @property
+    def admin_token(self) -> str:
+        """The operator's token: configured in the env, or the one `mesh up` generated."""
+        from mesh.admin_token import read_admin_token
+        from mesh.settings import MeshSettings
+
+        settings = MeshSettings(home=self.home, admin_token=self.extra_env.get("MESH_ADMIN_TOKEN"))
+        token = read_admin_token(settings)
+        if token is None:
+            raise RuntimeError(f"no admin token under {self.home}")
+        return token
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mesh.protocol import MeshOptions
+from registry.errors import InvalidRequestError, NotFoundError
 from router.decision import RouteDecision
 from specialists.context import MeshContext
 from specialists.messages import ORIGIN, ContextState, TraceEvent, quote_data
@@ -34,6 +35,21 @@ def panel_members(
         return []
     chosen = decision.panel or [t.name for t in decision.targets if t.score >= decision.threshold]
     return [name for name in chosen if name in live][:MAX_PANEL]
+
+
+def check_aggregator(options: MeshOptions | None, members: list[str], live: set[str]) -> None:
+    """Refuse a requested aggregator that cannot write the answer, before any draft is paid
+    for: one that is not live is a 404, and a panel with no live member a 400 (both name
+    `mesh`). A live aggregator outside the panel is allowed: it only reads the drafts."""
+    if not members:
+        raise InvalidRequestError("no panel member is live", param="mesh")
+    requested = options.aggregator if options is not None else None
+    if requested is not None and requested not in live:
+        raise NotFoundError(
+            f"mesh.aggregator: specialist '{requested}' is not live; live: "
+            f"{', '.join(sorted(live)) or 'none'}",
+            param="mesh",
+        )
 
 
 def choose_aggregator(members: list[str], options: MeshOptions | None, default: str | None) -> str:
@@ -61,6 +77,7 @@ async def run_panel(
     max_tokens: int,
 ) -> PanelRun:
     """Draft in parallel, then name the aggregator that writes the answer from the drafts."""
+    check_aggregator(options, members, live)
     ctx = MeshContext(state, ORIGIN, sorted(live), sender_trust="user")
     data = await draft(ctx, members, question, max_tokens)
     drafts = len(data)

@@ -6,18 +6,49 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from router.decision import RouteDecision
 
 ROUTED_MODELS = frozenset({"mesh", "mesh/auto", "auto"})
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 64
+MAX_USER_CHARS = 256
+MAX_COMPLETION_TOKENS = 1_000_000  # a sanity cap; each specialist's manifest clamps far lower
+
+# OpenAI request fields the mesh does not honour, with the values that ask for nothing (so a
+# client sending its defaults still works). Anything else is a 400 naming the field: silently
+# ignoring `tools` or `response_format` would hand back an answer the caller did not ask for.
+UNSUPPORTED_FIELDS: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "reasoning_effort": (None,),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+}
+
+
 class ContentPart(BaseModel):
+    """One part of a message's content: only text is read, so any other kind is refused
+    rather than dropped (an image the model never sees would be answered as if it had)."""
+
     model_config = ConfigDict(extra="ignore")
 
-    type: str
-    text: str | None = None
+    type: Literal["text"] = Field(description="Only text parts are supported.")
+    text: str
 
 
 class RequestMessage(BaseModel):
@@ -26,9 +57,20 @@ class RequestMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[ContentPart] | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        """Name the unsupported part kind (pydantic's union error would blame `str`)."""
+        if isinstance(value, list):
+            for part in value:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind != "text":
+                    raise ValueError(f"only text content parts are supported, got {kind!r}")
+        return value
+
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text or "" for part in self.content if part.type == "text")
+            return "".join(part.text for part in self.content)
         return self.content or ""
 
 
@@ -49,21 +91,56 @@ class MeshOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's chat body the mesh honours; unknown OpenAI fields are ignored."""
+    """The subset of OpenAI's chat body the mesh honours, validated to OpenAI's ranges.
+
+    OpenAI fields the mesh cannot honour (`UNSUPPORTED_FIELDS`, `n` > 1) are refused with a 400
+    naming the field unless they carry their no-op value; harmless bookkeeping fields (`user`,
+    `stream_options`, `metadata`, `store`, `service_tier`) and unknown extras are accepted and
+    ignored.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     model: str = "mesh"
     messages: list[RequestMessage]
     stream: bool = False
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, description="Only 1: one choice per completion.")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    user: str | None = None
+    stop: str | list[str] | None = Field(
+        None,
+        description=f"Up to {MAX_STOP_SEQUENCES} non-empty sequences of at most "
+        f"{MAX_STOP_CHARS} characters (every decode step scans for them).",
+    )
+    seed: int | None = Field(
+        None,
+        ge=INT64_MIN,
+        le=INT64_MAX,
+        strict=True,  # an integer, not `true` or "7"
+        description="Any int64; same seed, same sample.",
+    )
+    user: str | None = Field(None, max_length=MAX_USER_CHARS)
+    stream_options: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
     mesh: MeshOptions | None = None
+    # Not honoured: declared only so a request that asks for them is refused by name.
+    logprobs: Any = None
+    top_logprobs: Any = None
+    logit_bias: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    reasoning_effort: Any = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
 
     @field_validator("messages")
     @classmethod
@@ -71,6 +148,38 @@ class ChatCompletionRequest(BaseModel):
         if not value:
             raise ValueError("messages must contain at least one message")
         return value
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value is not None and value > 1:
+            raise ValueError("n > 1 is not supported")
+        if value is not None and value < 1:
+            raise ValueError("n must be 1")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """Stops are scanned at every decode step, so their number and length are capped."""
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stops)}")
+        for stop in stops:
+            if not stop:
+                raise ValueError("stop sequences must not be empty")
+            if len(stop) > MAX_STOP_CHARS:
+                raise ValueError(f"stop sequences are at most {MAX_STOP_CHARS} characters")
+        return value
+
+    @field_validator(*UNSUPPORTED_FIELDS, mode="after")
+    @classmethod
+    def _not_honoured(cls, value: Any, info: ValidationInfo) -> Any:
+        """A field asking for something the mesh does not do is refused, not ignored."""
+        name = info.field_name or "field"
+        if value is None or value in UNSUPPORTED_FIELDS[name]:
+            return value
+        raise ValueError(f"{name} is not supported by the mesh (send it unset)")
 
     @property
     def routed(self) -> bool:

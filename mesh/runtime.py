@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,11 +17,15 @@ from typing import Any
 
 import httpx
 
+from mesh.admin_token import ensure_admin_token, token_file
+from mesh.health import FAILED_STATUSES
 from mesh.settings import MeshSettings
 from registry import Principal, Registry, UnavailableError
 from registry.redis_server import EmbeddedRedis
 
 UI_APP = "ui"
+# Ray uses the loopback address as its node IP when clusters are off for this platform.
+RAY_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 UI_ROUTE = "/ui"
 
 
@@ -59,32 +64,36 @@ def seed_catalog(registry: Registry) -> list[str]:
 
 
 def wait_ready(
-    base_url: str, timeout_s: float, progress: Callable[[str], None], stop: threading.Event
+    base_url: str,
+    timeout_s: float,
+    progress: Callable[[str], None],
+    stop: threading.Event,
+    admin_token: str | None = None,
 ) -> dict[str, Any] | None:
-    """Poll /healthz until every installed specialist is live (None if stopped meanwhile)."""
+    """Poll /healthz until every installed specialist is live or settled (None if stopped).
+
+    A specialist that failed to deploy does not stop the mesh: it is reported, with the
+    operator's details, and the mesh serves `degraded`."""
     deadline = time.monotonic() + timeout_s
     last = ""
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
     while time.monotonic() < deadline and not stop.is_set():
         try:
-            response = httpx.get(f"{base_url}/healthz", timeout=5.0)
+            response = httpx.get(f"{base_url}/healthz", timeout=5.0, headers=headers)
             body = response.json()
+            specialists = body.get("specialists", {})
             if response.status_code == 200:
-                for name, state in body.get("specialists", {}).items():
+                for name, state in specialists.items():
                     if state.get("pending") and state["status"] != "RUNNING":
                         progress(f"{name} is not placed yet: {state['pending']}")
+                    if state["status"] in FAILED_STATUSES:
+                        detail = str(state.get("message") or "")[:300]
+                        progress(f"{name} failed to deploy ({state['status']}): {detail}")
                 return dict(body)
-            states = ", ".join(
-                f"{n}: {s['status']}" for n, s in body.get("specialists", {}).items()
-            )
+            states = ", ".join(f"{n}: {s['status']}" for n, s in specialists.items())
             if states != last:
                 progress(f"waiting for specialists ({states or 'none yet'})")
                 last = states
-            failed = [
-                n for n, s in body.get("specialists", {}).items() if s["status"] == "DEPLOY_FAILED"
-            ]
-            if failed:
-                details = "; ".join(body["specialists"][n]["message"][:300] for n in failed)
-                raise UnavailableError(f"specialists failed to deploy: {failed}: {details}")
         except (httpx.HTTPError, ValueError):
             pass
         stop.wait(1.0)
@@ -101,11 +110,17 @@ def up(
     echo: Callable[[str], None] = print,
     ready_timeout_s: float = 600.0,
 ) -> None:
+    if not address:
+        _loopback_only()
     import ray
     from ray import serve
 
     from mesh.app import MESH_APP, build_mesh_app
 
+    token, created = ensure_admin_token(settings)
+    settings = settings.model_copy(update={"admin_token": token})
+    if created:
+        echo(f"admin token (shown once; saved to {token_file(settings)}, mode 0600): {token}")
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_dir)
@@ -124,10 +139,12 @@ def up(
         if ui:
             from ui.app import build_ui_app
 
-            serve.run(build_ui_app(settings.base_url), name=UI_APP, route_prefix=UI_ROUTE)
-        if wait_ready(settings.base_url, ready_timeout_s, echo, stop) is not None:
+            serve.run(build_ui_app(settings), name=UI_APP, route_prefix=UI_ROUTE)
+        health = wait_ready(settings.base_url, ready_timeout_s, echo, stop, settings.admin_token)
+        if health is not None:
             ui_line = f"  UI {settings.base_url}{UI_ROUTE}" if ui else ""
-            echo(f"mesh ready: API {settings.base_url}/v1{ui_line}")
+            state = "" if health.get("status") == "ok" else f" ({health.get('status')})"
+            echo(f"mesh ready{state}: API {settings.base_url}/v1{ui_line}")
             echo("press Ctrl-C to stop")
         while not stop.wait(0.5):
             if embedded is not None:
@@ -158,6 +175,14 @@ def _supervise(
         echo("embedded Redis is back")
     except UnavailableError as error:
         echo(f"embedded Redis did not restart: {error.message}")
+
+
+def _loopback_only() -> None:
+    """Make a local Ray listen on 127.0.0.1 only (its GCS, raylet and workers), not on every
+    interface: Ray reads this before it starts, and it must be set before `import ray`."""
+    if "ray" in sys.modules and os.environ.get(RAY_LOCAL_ONLY) != "0":
+        raise RuntimeError("mesh up must set up Ray's bind address before Ray is imported")
+    os.environ[RAY_LOCAL_ONLY] = "0"
 
 
 def _start_ray(ray: Any, address: str | None, settings: MeshSettings) -> None:

@@ -85,6 +85,9 @@ class MeshSettings(BaseSettings):
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Requests per minute per API key or client address (0: off)."
     )
+    max_inflight_per_client: int = Field(
+        8, ge=1, description="Requests one client may have open per specialist (fair share; 429)."
+    )
     ray_num_cpus: float | None = Field(None, description="CPUs for a local Ray (default: all).")
 
     @property

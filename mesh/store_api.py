@@ -1,7 +1,8 @@
 """The store over HTTP: browse, search, publish, install and rate specialists.
 
 Same rules as the CLI (see `registry.auth`). Write endpoints take the store token (owner or
-admin) in `Authorization: Bearer`; read endpoints are guarded by the API keys when configured.
+admin) in `Authorization: Bearer`; read endpoints are guarded by the API keys when configured
+(`mesh.http_auth.Gatekeeper`). Publishing never installs, unless the operator publishes.
 The routes are module-level functions on purpose: `@serve.ingress` pickles the gateway's class
 routes by value, while these are imported by reference inside the replica.
 """
@@ -9,6 +10,7 @@ routes by value, while these are imported by reference inside the replica.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,7 +18,7 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 from ray.serve.handle import DeploymentHandle
 
-from mesh.http_auth import bearer, check_api_key
+from mesh.http_auth import Gatekeeper
 from mesh.live import LiveFollower
 from mesh.search import rank, search_texts
 from mesh.settings import MeshSettings
@@ -30,7 +32,9 @@ from registry import (
     parse_manifest,
     parse_manifest_text,
 )
+from registry.artifact_store import ArtifactStore
 from registry.artifacts import pin_artifacts
+from specialists.tools.registry import check_publishable
 
 router = APIRouter()
 
@@ -43,19 +47,39 @@ class StoreService:
     follower: LiveFollower
     router_handle: DeploymentHandle
     registry: Registry | None = None
+    gate: Gatekeeper | None = None
+    artifact_store: ArtifactStore | None = None
 
     def store(self) -> Registry:
         if self.registry is None:
             self.registry = Registry.from_url(str(self.settings.redis_url))
         return self.registry
 
+    def artifacts(self) -> ArtifactStore:
+        """The store's artifact area (blocking: connects on first use)."""
+        if self.artifact_store is None:
+            self.artifact_store = ArtifactStore.from_url(
+                str(self.settings.redis_url), max_bytes=self.settings.max_artifact_bytes
+            )
+        return self.artifact_store
+
+    def gatekeeper(self) -> Gatekeeper:
+        if self.gate is None:
+            self.gate = Gatekeeper(self.settings.api_keys, self.settings.admin_token, self.store)
+        return self.gate
+
     async def call(self, method: Any, *args: Any) -> Any:
         """Run a blocking registry call off the event loop."""
         return await asyncio.to_thread(method, *args)
 
+    async def client(self, authorization: str | None) -> None:
+        """Reads: open, or an API key (or store credential) when MESH_API_KEYS is set."""
+        await self.gatekeeper().client(authorization)
+
     async def principal(self, authorization: str | None) -> Principal:
-        store = self.store()
-        return await self.call(store.principal, bearer(authorization), self.settings.admin_token)
+        """Writes: the owner or admin behind the token; anonymous callers are refused by the
+        action's own check, with a message naming the token it needs."""
+        return await self.gatekeeper().principal(authorization)
 
 
 _service: StoreService | None = None
@@ -130,7 +154,7 @@ async def list_specialists(
     authorization: str | None = Header(None),
 ) -> dict[str, Any]:
     svc = service()
-    check_api_key(svc.settings.api_keys, authorization)
+    await svc.client(authorization)
     store = svc.store()
     manifests = await svc.call(lambda: store.latest(tag=tag, owner=owner))
     order = [m.name for m in manifests]
@@ -155,7 +179,7 @@ async def show_specialist(
     name: str, version: str | None = None, authorization: str | None = Header(None)
 ) -> dict[str, Any]:
     svc = service()
-    check_api_key(svc.settings.api_keys, authorization)
+    await svc.client(authorization)
     store = svc.store()
     info = await svc.call(store.info, name, version)
     stats = (await svc.call(store.stats.get, name)).model_dump()
@@ -174,24 +198,25 @@ async def publish(request: Request, authorization: str | None = Header(None)) ->
     """Publish a manifest sent as JSON, or as YAML with a YAML content type."""
     svc = service()
     principal = await svc.principal(authorization)
-    raw = await request.body()
-    if len(raw) > 1_000_000:
-        raise InvalidRequestError("manifest is larger than 1 MB")
+    principal.require_publisher("publishing")
+    raw = await request.body()  # size capped by the HTTP guard before it is read
     text = raw.decode("utf-8", errors="replace")
     if "yaml" in request.headers.get("content-type", ""):
         manifest = parse_manifest_text(text, source="request body")
     else:
         try:
-            data = await request.json()
+            data = json.loads(text)
         except ValueError:
             raise InvalidRequestError(
                 "body is not valid JSON (send YAML as application/yaml)"
             ) from None
         manifest = parse_manifest(data, source="request body")
-    manifest = await svc.call(pin_artifacts, manifest)
+    check_publishable(manifest)
+    manifest = await svc.call(lambda: pin_artifacts(manifest, svc.artifacts()))
     store = svc.store()
-    await svc.call(lambda: store.publish(manifest, principal, install=svc.settings.auto_install))
-    return {"published": manifest.ref, "installed": svc.settings.auto_install}
+    install = svc.settings.auto_install and principal.operator
+    await svc.call(lambda: store.publish(manifest, principal, install=install))
+    return {"published": manifest.ref, "installed": install}
 
 
 @router.post("/v1/specialists/{name}/install")
@@ -259,6 +284,6 @@ async def feedback(
 ) -> dict[str, Any]:
     """Thumbs up/down for a completion, counted in its specialist's usage stats."""
     svc = service()
-    check_api_key(svc.settings.api_keys, authorization)
+    await svc.client(authorization)
     name = await svc.call(svc.store().stats.feedback, body.id, body.rating)
     return {"id": body.id, "specialist": name, "rating": body.rating}

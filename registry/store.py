@@ -8,12 +8,13 @@ re-publishing an existing or lower version is refused. Every change is also appe
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from registry import keys
 from registry.auth import Principal, TokenStore
@@ -22,12 +23,22 @@ from registry.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    StaleManifestError,
 )
-from registry.manifest import Scaling, SpecialistManifest, manifest_json, version_key
+from registry.manifest import (
+    Scaling,
+    SpecialistManifest,
+    format_validation_error,
+    manifest_json,
+    version_key,
+)
 from registry.redis_server import redis_errors
 from registry.stats import StatsStore
 
+logger = logging.getLogger(__name__)
 LATEST = "latest"
+# Who acts when code inside the mesh calls the store without a principal (seeding, tests).
+TRUSTED = Principal(admin=True, operator=True)
 ALL_VERSIONS = "*"
 WATCH_RETRIES = 20
 EventKind = Literal["publish", "install", "uninstall", "deprecate", "yank", "delete", "scale"]
@@ -93,9 +104,13 @@ class Registry:
         """Store a new immutable version; refuse an existing or lower version (409).
 
         Installed specialists pinned to "latest" move to the new version in the same
-        transaction; with `install`, a specialist not yet installed is installed.
+        transaction; with `install`, a specialist not yet installed is installed, but only
+        when the operator publishes (publishing is not installing). `principal=None` is a
+        trusted caller inside the mesh; the HTTP API and the CLI always say who asks.
         """
-        principal = principal or Principal()
+        principal = principal or TRUSTED
+        principal.require_publisher(f"publishing {manifest.name}")
+        install = install and principal.operator
         name, version = manifest.name, manifest.version
 
         def write(pipe: Any) -> None:
@@ -125,15 +140,15 @@ class Registry:
     def deprecate(self, name: str, version: str | None, reason: str, principal: Principal) -> None:
         """Flag a version (or all versions) as deprecated: still served, shown as such."""
         target = version or ALL_VERSIONS
+        principal.require_owner(self.owner(name), f"deprecating {name}")
         if version:
             self.get(name, version)
-        principal.require_owner(self.owner(name), f"deprecating {name}")
         self._flag(name, "deprecate", target, reason or "deprecated")
 
     def yank(self, name: str, version: str, reason: str, principal: Principal) -> None:
         """A yanked version cannot be installed; a running one keeps serving, with a warning."""
-        self.get(name, version)
         principal.require_owner(self.owner(name), f"yanking {name}@{version}")
+        self.get(name, version)
         self._flag(name, "yank", version, reason or "yanked")
 
     def _flag(
@@ -162,7 +177,7 @@ class Registry:
         self, name: str, version: str = LATEST, principal: Principal | None = None
     ) -> InstallState:
         """Install a published specialist at a version, or at the latest one not yanked."""
-        (principal or Principal(operator=True)).require_operator(f"installing {name}")
+        (principal or TRUSTED).require_operator(f"installing {name}")
         info = self.info(name)
         if version == LATEST:
             candidates = [v for v in info.versions if v not in info.yanked]
@@ -186,7 +201,7 @@ class Registry:
         return state
 
     def uninstall(self, name: str, principal: Principal | None = None) -> None:
-        (principal or Principal(operator=True)).require_operator(f"uninstalling {name}")
+        (principal or TRUSTED).require_operator(f"uninstalling {name}")
         with self._errors():
             if not self.client.hexists(keys.INSTALLED, name):
                 raise NotFoundError(f"specialist '{name}' is not installed", param="name")
@@ -212,7 +227,15 @@ class Registry:
             raw = self.client.get(keys.manifest(name, version))
         if raw is None:
             raise NotFoundError(f"{name}@{version} is not published", param="version")
-        return SpecialistManifest.model_validate_json(raw)
+        try:
+            return SpecialistManifest.model_validate_json(raw)
+        except ValidationError as error:
+            problem = format_validation_error(error, f"{name}@{version}").splitlines()[-1].strip()
+            raise StaleManifestError(
+                f"{name}@{version} was published under older rules and no longer validates "
+                f"({problem}); publish a new version",
+                param="version",
+            ) from None
 
     def exists(self, name: str, version: str) -> bool:
         with self._errors():
@@ -248,7 +271,7 @@ class Registry:
         self, *, tag: str | None = None, owner: str | None = None
     ) -> list[SpecialistManifest]:
         """The latest version of every published specialist, by name, optionally filtered."""
-        found = [self.get(name) for name in self.names()]
+        found = [m for m in (self._valid(name) for name in self.names()) if m is not None]
         return [
             m
             for m in found
@@ -259,7 +282,10 @@ class Registry:
         """Installed specialists resolved to the manifest each should run (with scale overrides)."""
         resolved = {}
         for name, state in self.install_states().items():
-            manifest = self.get(name, state.version)
+            found = self._valid(name, state.version)
+            if found is None:
+                continue
+            manifest = found
             replicas = self._scale_range(name)
             if replicas is not None:
                 low, high = replicas
@@ -270,12 +296,21 @@ class Registry:
             resolved[name] = manifest
         return resolved
 
+    def _valid(self, name: str, version: str | None = None) -> SpecialistManifest | None:
+        """`get`, or None (logged) for a version stored under older rules: one stale manifest
+        must not hide the rest of the store or stop the mesh from deploying the others."""
+        try:
+            return self.get(name, version)
+        except StaleManifestError as error:
+            logger.warning("skipping %s", error.message)
+            return None
+
     # -- scaling --------------------------------------------------------------------------
     def scale(
         self, name: str, min_replicas: int, max_replicas: int, principal: Principal | None = None
     ) -> Scaling:
         """Override the manifest's replica range for this mesh (an operator action)."""
-        (principal or Principal(operator=True)).require_operator(f"scaling {name}")
+        (principal or TRUSTED).require_operator(f"scaling {name}")
         base = self.get(name).scaling
         try:
             scaling = Scaling.model_validate(

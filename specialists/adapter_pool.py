@@ -36,13 +36,13 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
 
-from registry.artifacts import adapter_files, verify_artifacts
 from registry.errors import InvalidRequestError, ManifestError, UnavailableError
 from registry.manifest import ModelSpec, SpecialistManifest
 from specialists.decoding import BatchDecoder
 from specialists.engine import ChatMessage, GenerationParams, Prompt, TextDelta
 from specialists.scheduler import BatchScheduler
 from specialists.serve_options import deployment_options
+from specialists.sources import SourceOptions, adapter_folder, verify_sources
 from specialists.transformers_engine import TransformersEngine, attach_adapter, check_adapter_folder
 
 POOL_PREFIX = "base-"
@@ -60,7 +60,6 @@ class BaseSpec(_Frozen):
     source: str
     revision: str | None = None
     dtype: str = "auto"
-    allow_pickle: bool = False
     sha256: dict[str, str] = {}  # the base's own pinned files (no `adapter/...` entries)
 
 
@@ -92,7 +91,6 @@ def base_spec(manifest: SpecialistManifest) -> BaseSpec:
         source=model.source,
         revision=model.revision,
         dtype=model.dtype,
-        allow_pickle=model.allow_pickle,
         sha256={k: v for k, v in model.sha256.items() if not k.startswith("adapter/")},
     )
 
@@ -151,8 +149,8 @@ class AdapterPoolEngine(TransformersEngine):
     an adapter still used by running rows is deleted only when its last row is done.
     """
 
-    def __init__(self, base: BaseSpec) -> None:
-        super().__init__(_base_manifest(base))
+    def __init__(self, base: BaseSpec, sources: SourceOptions | None = None) -> None:
+        super().__init__(_base_manifest(base), sources)
         self.base = base
         self.lock = threading.Lock()  # model forward passes vs adapter changes
         self._book = threading.Lock()  # the counts below
@@ -176,8 +174,11 @@ class AdapterPoolEngine(TransformersEngine):
             self._retiring.discard(name)
             if name in self.adapters:
                 return name
-        folder = check_adapter_folder(manifest.model)
-        verify_artifacts(manifest, adapter_files(manifest), only="adapter/")
+        if not manifest.model.adapter:
+            raise ManifestError(f"{manifest.ref} has no adapter", param="model.adapter")
+        folder = adapter_folder(manifest.model.adapter, self.sources)
+        folder = check_adapter_folder(folder, allow_pickle=self.sources.allow_pickle)
+        verify_sources(manifest, self.sources, only="adapter/")
         with self.lock:
             self.model = attach_adapter(self.model, folder, name)
             self.model.eval()
@@ -261,7 +262,6 @@ def _base_manifest(base: BaseSpec) -> SpecialistManifest:
             revision=base.revision,
             sha256=base.sha256,
             dtype=base.dtype,  # type: ignore[arg-type]
-            allow_pickle=base.allow_pickle,
         ),
     )
 
@@ -282,9 +282,10 @@ class _LoadedAdapter:
 class AdapterPoolDeployment:
     """Serves every adapter specialist on one base; callers set `multiplexed_model_id`."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], sources: dict[str, Any] | None = None) -> None:
         self.config = PoolConfig.model_validate(config)
-        self.engine = AdapterPoolEngine(self.config.base)
+        options = SourceOptions.model_validate(sources or {})
+        self.engine = AdapterPoolEngine(self.config.base, options)
         self.engine.load()
         self.scheduler = BatchScheduler(self.engine, max_batch_size=self.config.max_batch_size)
         self._manifests: dict[str, SpecialistManifest] = {}
@@ -327,7 +328,8 @@ class AdapterPoolDeployment:
             raise RuntimeError("base not loaded")
 
 
-def build_pool_app(config: PoolConfig) -> Application:
+def build_pool_app(config: PoolConfig, sources: SourceOptions | None = None) -> Application:
+    """The pool's Serve app; `sources` carries the operator's loading settings into replicas."""
     actor_options: dict[str, Any] = {"num_cpus": config.num_cpus}
     if config.num_gpus:
         actor_options["num_gpus"] = config.num_gpus
@@ -338,7 +340,8 @@ def build_pool_app(config: PoolConfig) -> Application:
     # Only what a replica itself uses goes into its arguments: a member joining or leaving
     # changes limits and replica counts (Serve applies those without restarting replicas).
     replica_args = config.model_dump(mode="json", include={"base", "capacity", "max_batch_size"})
-    return deployment.bind(replica_args)  # type: ignore[attr-defined]
+    options = (sources or SourceOptions()).model_dump(mode="json")
+    return deployment.bind(replica_args, options)  # type: ignore[attr-defined]
 
 
 class PoolClient:

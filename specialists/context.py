@@ -6,6 +6,11 @@ Every ask is checked before it is sent: the sender's manifest must list the rece
 `can_message`; the hop count, the sender's fan-out, the shared token budget and the deadline
 must allow it; and the receiver must not already be on the path (A asks B asks A is refused).
 A refusal is not an exception: it returns `ok=False` with the reason, and lands in the trace.
+
+The token budget is one count per request, safe under parallel asks (`asyncio.gather`): before
+an ask is sent its share is reserved from what is left (so siblings cannot each spend the whole
+remainder), the receiver gets that share as its own budget and a count starting at zero, and
+its reply's `tokens_used` (what it and everything it asked spent) is added to the asker's count.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class MeshContext:
         self.sender_trust = sender_trust
         self.trace: list[TraceEvent] = []
         self.asked = 0
+        self.reserved = 0  # tokens promised to asks still in flight
 
     @property
     def hop(self) -> int:
@@ -52,10 +58,24 @@ class MeshContext:
         return max(self.state.deadline - time.time(), 0.0)
 
     def remaining_tokens(self) -> int:
-        return max(self.state.bounds.token_budget - self.state.tokens_used, 0)
+        """What is left of the budget after what was spent and what asks in flight may spend."""
+        return max(self.state.bounds.token_budget - self.state.tokens_used - self.reserved, 0)
 
     def spend(self, tokens: int) -> None:
-        self.state = self.state.model_copy(update={"tokens_used": self.state.tokens_used + tokens})
+        self.state = self.state.model_copy(
+            update={"tokens_used": self.state.tokens_used + max(tokens, 0)}
+        )
+
+    def share(self, max_tokens: int | None) -> int:
+        """The budget the next ask may take: what it asked for, else a fair share of what is
+        left among the asks this sender may still send (so parallel asks without a limit do
+        not starve each other), never more than what is left."""
+        remaining = self.remaining_tokens()
+        if remaining <= 0:
+            return 0
+        asks_left = max(self.state.bounds.max_fanout - self.asked, 1)
+        wanted = max_tokens if max_tokens is not None else remaining // asks_left
+        return min(max(wanted, 1), remaining)
 
     def refusal(self, to: str, content: str) -> str | None:
         """Why an ask from the sender to `to` may not be sent, or None when it may."""
@@ -86,7 +106,18 @@ class MeshContext:
         if reason is not None:
             refused = AskResult(text="", ok=False, note=reason)
             return self._record(to, hop, kind, content, "refused", 0.0, refused)
+        grant = self.share(max_tokens)
         self.asked += 1
+        self.reserved += grant
+        try:
+            return await self._send(to, hop, kind, content, grant, max_tokens)
+        finally:
+            self.reserved -= grant
+
+    async def _send(
+        self, to: str, hop: int, kind: str, content: str, grant: int, max_tokens: int | None
+    ) -> AskResult:
+        """Deliver an ask holding `grant` tokens of the budget; count what the receiver spent."""
         message = Message.model_validate(
             {
                 "conversation_id": self.state.conversation_id,
@@ -97,19 +128,27 @@ class MeshContext:
                 "trust": self.sender_trust,
             }
         )
-        child = self.state.model_copy(update={"path": [*self.state.path, to]})
+        child = self.state.model_copy(
+            update={
+                "path": [*self.state.path, to],
+                "bounds": self.state.bounds.model_copy(update={"token_budget": grant}),
+                "tokens_used": 0,
+            }
+        )
         started = time.perf_counter()
         try:
             reply = await asyncio.wait_for(
-                send(message, child, max_tokens), timeout=max(self.remaining_s(), 0.001)
+                send(message, child, grant if max_tokens is not None else None),
+                timeout=max(self.remaining_s(), 0.001),
             )
-        except TimeoutError:
+        except TimeoutError:  # the receiver may still be spending: its share counts as spent
+            self.spend(grant)
             late = AskResult(text="", ok=False, note="deadline passed while waiting")
             return self._record(to, hop, kind, content, "timeout", _ms(started), late)
         except Exception as error:  # the receiver failed: the asker carries on without it
             failed = AskResult(text="", ok=False, note=f"{type(error).__name__}: {error}"[:300])
             return self._record(to, hop, kind, content, "error", _ms(started), failed)
-        self.state = self.state.model_copy(update={"tokens_used": reply.tokens_used})
+        self.spend(spent_by(reply))
         result = AskResult(text=reply.text, ok=True, trust=reply.trust, trace=reply.trace)
         self._record(to, hop, kind, content, "ok", _ms(started), result, tokens=reply.tokens)
         self.trace.extend(reply.trace)
@@ -150,9 +189,17 @@ class Reply(BaseModel):
 
     text: str
     tokens: int
-    tokens_used: int = 0  # the shared budget as the receiver left it
+    # What the receiver and everything it asked spent: its count starts at 0 (the asker sends
+    # `tokens_used=0` with the receiver's share as its budget), so the count it leaves is this.
+    tokens_used: int = 0
     trust: Trust = "specialist"
     trace: list[TraceEvent] = []
+
+
+def spent_by(reply: Reply) -> int:
+    """The tokens a reply reports spent: at least its own answer's, never negative (a receiver
+    that reports less than it answered still pays for its answer)."""
+    return max(reply.tokens_used, reply.tokens, 0)
 
 
 async def send(message: Message, state: ContextState, max_tokens: int | None) -> Reply:

@@ -8,6 +8,11 @@ name its own (`Prompt.adapter`), passed to peft as `adapter_names`. A row that f
 stop sequence, `max_tokens`, its deadline, or its caller going away) is dropped from the batch and
 from the cache at once, so the others carry on at the cost of a smaller batch and the finished
 caller is answered now.
+
+One request's failure stays in its row: `admit` changes nothing unless every prompt in it could
+be set up and prefilled (so the scheduler can retry the prompts one by one and fail only the bad
+one), and a row whose sampling fails leaves the batch with its `error` set while the others step
+on. Only a failed forward pass of the whole batch is the whole batch's failure.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.errors import InvalidRequestError
 from specialists.engine import FinishReason, Prompt, TextDelta, truncate_at_stop
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -30,6 +38,9 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     finish: FinishReason | None = None
+    # Why this row ended early, when sampling it failed: its final delta says "cancelled" and
+    # the scheduler hands this error to the row's caller instead.
+    error: BaseException | None = None
 
 
 @dataclass
@@ -95,7 +106,10 @@ class BatchDecoder:
         )
 
     def admit(self, prompts: Sequence[Prompt], cancels: Sequence[threading.Event]) -> list[_Row]:
-        """Prefill `prompts` as one left-padded batch and add them to the running rows."""
+        """Prefill `prompts` as one left-padded batch and add them to the running rows.
+
+        All or nothing: an error (a row's seed, its prefill) leaves the running batch as it was.
+        """
         import torch
 
         rows = [_new_row(p, c, self.device) for p, c in zip(prompts, cancels, strict=True)]
@@ -136,14 +150,19 @@ class BatchDecoder:
         return rows
 
     def step(self) -> list[tuple[_Row, TextDelta]]:
-        """One token for every row: the deltas produced (finished rows leave the batch)."""
+        """One token for every row: the deltas produced (finished rows leave the batch).
+
+        A row whose sampling fails ends with its `error` set; the forward pass that follows
+        is shared, so its failure raises for the whole batch."""
         import torch
 
-        tokens = [_sample(self._logits[i], row) for i, row in enumerate(self.rows)]
-        out = [
-            (row, _advance(row, t, self.tokenizer, self.eos_ids))
-            for row, t in zip(self.rows, tokens, strict=True)
-        ]
+        if not self.rows:
+            return []
+        tokens = [0] * len(self.rows)
+        out = []
+        for i, row in enumerate(self.rows):
+            tokens[i], delta = _next_delta(self._logits[i], row, self.tokenizer, self.eos_ids)
+            out.append((row, delta))
         keep = [i for i, row in enumerate(self.rows) if row.finish is None]
         if len(keep) < len(self.rows):
             self._select(keep)
@@ -185,7 +204,9 @@ class BatchDecoder:
                 layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
 
     def _merge(self, cache: Any, mask: Any, positions: Any, logits: Any) -> None:
-        """Join a prefilled batch to the running one: left-pad the shorter cache, stack rows."""
+        """Join a prefilled batch to the running one: left-pad the shorter cache, stack rows.
+        Everything is computed before anything is assigned, so a failure leaves the batch as
+        it was."""
         import torch
 
         width = max(self._mask.shape[1], mask.shape[1])
@@ -198,12 +219,19 @@ class BatchDecoder:
             shape[dim] = missing
             return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
-        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([pad(mine.keys, -2), pad(theirs.keys, -2)])
-            mine.values = torch.cat([pad(mine.values, -2), pad(theirs.values, -2)])
-        self._mask = torch.cat([pad(self._mask, 1), pad(mask, 1)])
-        self._positions = torch.cat([self._positions, positions])
-        self._logits = torch.cat([self._logits, logits])
+        layers = [
+            (
+                torch.cat([pad(mine.keys, -2), pad(theirs.keys, -2)]),
+                torch.cat([pad(mine.values, -2), pad(theirs.values, -2)]),
+            )
+            for mine, theirs in zip(self._cache.layers, cache.layers, strict=True)
+        ]
+        merged_mask = torch.cat([pad(self._mask, 1), pad(mask, 1)])
+        merged_positions = torch.cat([self._positions, positions])
+        merged_logits = torch.cat([self._logits, logits])
+        for layer, (keys, values) in zip(self._cache.layers, layers, strict=True):
+            layer.keys, layer.values = keys, values
+        self._mask, self._positions, self._logits = merged_mask, merged_positions, merged_logits
 
 
 def _adapter_kwargs(rows: Sequence[_Row]) -> dict[str, Any]:
@@ -214,18 +242,37 @@ def _adapter_kwargs(rows: Sequence[_Row]) -> dict[str, Any]:
     return {"adapter_names": [row.prompt.adapter or "__base__" for row in rows]}
 
 
+def torch_seed(seed: int) -> int:
+    """A request's int64 seed as a seed torch accepts (0 .. 2**64-1): negative seeds wrap, as
+    torch itself would, but explicitly; anything beyond int64 is the request's error."""
+    if not INT64_MIN <= seed <= INT64_MAX:
+        raise InvalidRequestError(f"seed must be an int64, got {seed}", param="seed")
+    return seed % 2**64
+
+
 def _new_row(prompt: Prompt, cancel: threading.Event, device: str) -> _Row:
     import torch
 
     generator = None
     if prompt.params.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(prompt.params.seed)
+        generator = torch.Generator(device=device).manual_seed(torch_seed(prompt.params.seed))
     max_time = prompt.params.max_time_s
     deadline = prompt.arrived + max_time if max_time is not None else None
     return _Row(prompt=prompt, cancel=cancel, deadline=deadline, generator=generator)
 
 
 NUCLEUS_CANDIDATES = 512
+
+
+def _next_delta(logits: Any, row: _Row, tokenizer: Any, eos_ids: set[int]) -> tuple[int, TextDelta]:
+    """Sample and advance one row; a failure ends this row alone (`row.error`), so one bad
+    request cannot take the batch's step down with it."""
+    try:
+        token = _sample(logits, row)
+        return token, _advance(row, token, tokenizer, eos_ids)
+    except Exception as error:
+        row.error, row.finish = error, "cancelled"
+        return 0, TextDelta(text="", finish_reason="cancelled")
 
 
 def _sample(logits: Any, row: _Row) -> int:

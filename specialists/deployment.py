@@ -40,6 +40,7 @@ from specialists.engine import (
 from specialists.messages import ContextState, Message
 from specialists.scheduler import BatchScheduler
 from specialists.serve_options import deployment_options
+from specialists.sources import SourceOptions
 from specialists.tool_engine import ToolEngine
 
 APP_PREFIX = "specialist-"
@@ -62,8 +63,9 @@ class _Prepared:
 class SpecialistDeployment:
     """Serves one specialist manifest."""
 
-    def __init__(self, manifest: dict[str, Any]) -> None:
+    def __init__(self, manifest: dict[str, Any], sources: dict[str, Any] | None = None) -> None:
         self.manifest = SpecialistManifest.model_validate(manifest)
+        options = SourceOptions.model_validate(sources or {})
         self.tool: ToolEngine | None = None
         self.engine: Engine | None = None
         self.pool: PoolClient | None = None
@@ -73,7 +75,7 @@ class SpecialistDeployment:
             self.tool = ToolEngine(self.manifest)
             self.tool.load()
         else:
-            self.engine = engine_class(self.manifest.model.engine)(self.manifest)
+            self.engine = _model_engine(self.manifest, options)
             self.engine.load()
         # Every request this replica holds, streaming or not, decodes in one continuous batch.
         self.scheduler = (
@@ -221,6 +223,9 @@ class SpecialistDeployment:
         self, messages: list[dict[str, str]], params: GenerationParams, ctx: MeshContext
     ) -> GenerationResult:
         bounded = self._bounded(params, ctx)
+        # A second generation (after the model asked for help) may not outspend the budget.
+        limit = max(min(bounded.max_tokens, ctx.remaining_tokens()), 1)
+        bounded = bounded.model_copy(update={"max_tokens": limit})
         result = collect([delta async for delta in self._decode(messages, bounded)])
         ctx.spend(result.completion_tokens)
         return result
@@ -246,8 +251,21 @@ class SpecialistDeployment:
         return params.model_copy(update={"max_time_s": max(ctx.remaining_s(), 0.05)})
 
 
-def build_specialist_app(manifest: SpecialistManifest) -> Application:
-    """A Serve application for one manifest: resources and scaling come from the manifest."""
+def _model_engine(manifest: SpecialistManifest, sources: SourceOptions) -> Engine:
+    """The manifest's engine; one that loads weights gets the operator's loading settings."""
+    from specialists.transformers_engine import TransformersEngine
+
+    engine_type = engine_class(manifest.model.engine)
+    if issubclass(engine_type, TransformersEngine):
+        return engine_type(manifest, sources)
+    return engine_type(manifest)
+
+
+def build_specialist_app(
+    manifest: SpecialistManifest, sources: SourceOptions | None = None
+) -> Application:
+    """A Serve application for one manifest: resources and scaling come from the manifest;
+    `sources` (Redis URL for `artifact:` sources, cache folder, pickle) from the operator."""
     resources, scaling = manifest.resources, manifest.scaling
     actor_options: dict[str, Any] = {"num_cpus": resources.num_cpus}
     if resources.num_gpus:
@@ -258,4 +276,5 @@ def build_specialist_app(manifest: SpecialistManifest) -> Application:
         actor_options = {"num_cpus": min(resources.num_cpus, FORWARDER_CPUS)}
     options = deployment_options(manifest.name, actor_options, scaling)
     deployment = serve.deployment(SpecialistDeployment, **options)
-    return deployment.bind(manifest.model_dump(mode="json"))  # type: ignore[attr-defined]
+    options = (sources or SourceOptions()).model_dump(mode="json")
+    return deployment.bind(manifest.model_dump(mode="json"), options)  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,12 +34,13 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: int = Field(256, ge=1)
+    max_tokens: int = Field(256, ge=1, le=1_000_000)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.1, ge=1.0)
-    stop: list[str] = Field(default_factory=list)
-    seed: int | None = None
+    # The manifest's stops plus the request's: capped because every decode step scans them.
+    stop: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=32)
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="Any int64.")
     max_time_s: float | None = Field(None, gt=0, description="Stop generating after this long.")
 
     @classmethod
@@ -156,6 +157,8 @@ class Engine(ABC):
                 None if i in finished else TextDelta(text="") for i in range(len(rows))
             ]
             for row, delta in batch.step():
+                if getattr(row, "error", None) is not None:  # that row failed alone
+                    raise row.error
                 step[index[id(row)]] = delta
                 if delta.finish_reason:
                     finished.add(index[id(row)])

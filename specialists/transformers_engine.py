@@ -1,10 +1,12 @@
 """`TransformersEngine`: runs a specialist's model with Hugging Face transformers on CPU or GPU.
 
-Loads GGUF (dequantized by transformers), local folders, and hub ids from the local cache only
-(`local_files_only=True`: nothing is downloaded at run time). A manifest's `model.adapter` (a
-local peft LoRA folder) is applied on top and merged into the weights, so a dedicated replica
-decodes at the base's speed; a shared-base pool (`specialists.adapter_pool`) keeps several
-adapters unmerged on one base instead, with the same checks (`attach_adapter`).
+Loads GGUF (dequantized by transformers), `package:` and `artifact:` folders, and hub ids from the
+local cache only (`local_files_only=True`: nothing is downloaded at run time); see
+`specialists.sources`. Pickle weights load only when the operator allows them (`SourceOptions`,
+MESH_ALLOW_PICKLE). A manifest's `model.adapter` (a peft LoRA folder) is applied on top and
+merged into the weights, so a dedicated replica decodes at the base's speed; a shared-base pool
+(`specialists.adapter_pool`) keeps several adapters unmerged on one base instead, with the same
+checks (`attach_adapter`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from registry.artifacts import adapter_dir, verify_artifacts
 from registry.errors import InvalidRequestError, ManifestError, UnavailableError
-from registry.manifest import ModelSpec, SpecialistManifest
+from registry.manifest import SpecialistManifest
 from specialists.decoding import BatchDecoder, PrefixCache
 from specialists.engine import ChatMessage, Engine, GenerationParams, Prompt
-from specialists.sources import resolve_source
+from specialists.sources import SourceOptions, adapter_folder, resolve_source, verify_sources
 
 
 class TransformersEngine(Engine):
-    def __init__(self, manifest: SpecialistManifest) -> None:
+    def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:
         super().__init__(manifest)
+        self.sources = sources or SourceOptions()
         self.model: Any = None
         self.tokenizer: Any = None
         self.context_length = 2048
@@ -35,15 +37,18 @@ class TransformersEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        spec = self.manifest.model
-        source = resolve_source(spec.source)
-        verify_artifacts(self.manifest)  # swapped or corrupted weights never load
-        if source.local and not source.gguf_file and not spec.allow_pickle:
+        spec, pickle = self.manifest.model, self.sources.allow_pickle
+        source = resolve_source(spec.source, self.sources)
+        verify_sources(self.manifest, self.sources)  # swapped or corrupted weights never load
+        if source.local and not source.gguf_file and not pickle:
             refuse_pickle(Path(source.location))
-        adapter = check_adapter_folder(spec) if spec.adapter else None  # before the slow part
+        adapter = None
+        if spec.adapter:  # checked before the slow part
+            folder = adapter_folder(spec.adapter, self.sources)
+            adapter = check_adapter_folder(folder, allow_pickle=pickle)
         # Remote code stays off: a manifest cannot make the mesh run a model repo's Python.
         kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
-        if not source.gguf_file and not spec.allow_pickle:
+        if not source.gguf_file and not pickle:
             kwargs["use_safetensors"] = True
         if spec.revision and not source.local:
             kwargs["revision"] = spec.revision
@@ -112,12 +117,12 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 def refuse_pickle(folder: Path, field: str = "model.source") -> None:
     """Refuse a folder whose weights are pickles: unpickling can run arbitrary code."""
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    pickles = sorted({p.suffix for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES})
     if pickles and not any(folder.glob("*.safetensors")):
         raise ManifestError(
-            f"{field}: {folder} holds pickle weights ({', '.join(pickles[:3])}); pickle can "
-            "run code when loaded. Convert them to safetensors, or set model.allow_pickle: true "
-            "if you trust them.",
+            f"{field}: holds pickle weights ({', '.join(pickles)}); pickle can run code when "
+            "loaded. Convert them to safetensors (the operator may allow pickle with "
+            "MESH_ALLOW_PICKLE=1).",
             param=field,
         )
 
@@ -126,40 +131,39 @@ def refuse_pickle(folder: Path, field: str = "model.source") -> None:
 ADAPTER_FIELD = "model.adapter"
 
 
-def check_adapter_folder(spec: ModelSpec) -> Path:
-    """The adapter folder, checked before any weights load: a peft LoRA folder whose weights
-    are safetensors (pickle only with `allow_pickle`)."""
-    assert spec.adapter
-    folder = adapter_dir(spec.adapter)
+def check_adapter_folder(folder: Path, *, allow_pickle: bool = False) -> Path:
+    """A local adapter folder (see `specialists.sources.adapter_folder`), checked before any
+    weights load: a peft LoRA folder whose weights are safetensors (pickle only when the
+    operator allows it). Messages name the field, not the server's paths."""
     if not folder.is_dir():
-        what = "does not exist" if not folder.exists() else "is not a folder"
-        raise ManifestError(f"{ADAPTER_FIELD}: {folder} {what}", param=ADAPTER_FIELD)
+        raise ManifestError(f"{ADAPTER_FIELD}: must be a folder", param=ADAPTER_FIELD)
     try:
         config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     except OSError:
         raise ManifestError(
-            f"{ADAPTER_FIELD}: {folder} has no adapter_config.json; save the adapter with "
+            f"{ADAPTER_FIELD}: has no adapter_config.json; save the adapter with "
             "peft's save_pretrained",
             param=ADAPTER_FIELD,
         ) from None
     except ValueError as error:
         raise ManifestError(
-            f"{ADAPTER_FIELD}: {folder}/adapter_config.json is not valid JSON: {error}",
+            f"{ADAPTER_FIELD}: adapter_config.json is not valid JSON: {error}",
             param=ADAPTER_FIELD,
         ) from None
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         kind = config.get("peft_type") if isinstance(config, dict) else None
         raise ManifestError(
-            f"{ADAPTER_FIELD}: {folder} is a {kind or 'unknown'} adapter; only LoRA is supported",
+            f"{ADAPTER_FIELD}: is a {str(kind)[:40] if kind else 'unknown'} adapter; "
+            "only LoRA is supported",
             param=ADAPTER_FIELD,
         )
-    if not spec.allow_pickle:
+    if not allow_pickle:
         refuse_pickle(folder, field=ADAPTER_FIELD)
     if not (folder / "adapter_model.safetensors").is_file() and not (
-        spec.allow_pickle and (folder / "adapter_model.bin").is_file()
+        allow_pickle and (folder / "adapter_model.bin").is_file()
     ):
         raise ManifestError(
-            f"{ADAPTER_FIELD}: {folder} has no adapter_model.safetensors", param=ADAPTER_FIELD
+            f"{ADAPTER_FIELD}: has no adapter_model.safetensors", param=ADAPTER_FIELD
         )
     return folder
 
@@ -181,7 +185,7 @@ def attach_adapter(model: Any, folder: Path, name: str) -> Any:
         if shared and name in model.peft_config:
             model.delete_adapter(name)
         raise ManifestError(
-            f"{ADAPTER_FIELD}: cannot apply {folder} to the base model: {error}",
+            f"{ADAPTER_FIELD}: cannot apply the adapter to the base model: {error}",
             param=ADAPTER_FIELD,
         ) from None
 
@@ -199,7 +203,7 @@ def check_adapter_fits(model: Any, folder: Path) -> None:
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except Exception as error:
         raise ManifestError(
-            f"{ADAPTER_FIELD}: cannot read {weights}: {error}", param=ADAPTER_FIELD
+            f"{ADAPTER_FIELD}: cannot read adapter_model.safetensors: {error}", param=ADAPTER_FIELD
         ) from None
     from peft import PeftModel
 
@@ -213,7 +217,7 @@ def check_adapter_fits(model: Any, folder: Path) -> None:
                 layer = base.get_submodule(path)
             except AttributeError:
                 raise ManifestError(
-                    f"{ADAPTER_FIELD}: {folder} targets layer {path}, which the base model lacks",
+                    f"{ADAPTER_FIELD}: the adapter targets layer {path}, which the base lacks",
                     param=ADAPTER_FIELD,
                 ) from None
             layer = getattr(layer, "base_layer", layer)
@@ -221,7 +225,7 @@ def check_adapter_fits(model: Any, folder: Path) -> None:
             if expected is not None and shape[dim] != expected:
                 side = "inputs" if dim == 1 else "outputs"
                 raise ManifestError(
-                    f"{ADAPTER_FIELD}: {folder} does not fit the base model: layer {path} has "
+                    f"{ADAPTER_FIELD}: the adapter does not fit the base model: layer {path} has "
                     f"{expected} {side}, the adapter expects {shape[dim]}; it was made for "
                     "another base",
                     param=ADAPTER_FIELD,

@@ -55,27 +55,38 @@ TokenOption = Annotated[
 
 
 def load_settings() -> Any:
+    """Settings from MESH_* variables, with the admin token `mesh up` saved under MESH_HOME."""
+    from mesh.admin_token import with_admin_token
     from mesh.settings import MeshSettings
 
-    return MeshSettings()
+    return with_admin_token(MeshSettings())
 
 
-def gateway_client(url: str | None = None) -> Any:
-    """An HTTP client of the running mesh (MESH_PORT, or --url), with the API key if set."""
+def gateway_client(url: str | None = None, *, as_operator: bool = False) -> Any:
+    """An HTTP client of the running mesh (MESH_PORT, or --url), with the API key if set;
+    `as_operator`: with the admin token instead, where this machine has it (operator views)."""
     from mesh.client import MeshClient
 
     settings = load_settings()
-    return MeshClient(url or settings.base_url, api_key=(settings.api_keys or [None])[0])
+    key = (settings.api_keys or [None])[0]
+    if as_operator and settings.admin_token:
+        key = settings.admin_token
+    return MeshClient(url or settings.base_url, api_key=key)
 
 
 @contextlib.contextmanager
 def open_store(token: str | None = None) -> Iterator[tuple[Any, Any]]:
-    """The registry (embedded Redis or MESH_REDIS_URL) and who is acting on it."""
+    """The registry (embedded Redis or MESH_REDIS_URL) and who is acting on it.
+
+    Who acts: `--token`, else MESH_TOKEN, else the admin token of this machine's mesh (the file
+    `mesh up` wrote under MESH_HOME: whoever can read it is the operator, as with a notebook
+    server's token)."""
     from mesh.runtime import registry_for
 
     settings = load_settings()
+    presented = token or settings.token or settings.admin_token
     with registry_for(settings) as registry:
-        yield registry, registry.principal(token or settings.token, settings.admin_token)
+        yield registry, registry.principal(presented, settings.admin_token)
 
 
 def echo_json(value: Any) -> None:

@@ -124,7 +124,8 @@ def export_command(file: Annotated[Path, typer.Argument(help="Where to write the
     """Write the whole store (manifests, owners, token hashes, installs, stats) as JSON."""
     from registry.transfer import export_store
 
-    with open_store() as (registry, _):
+    with open_store() as (registry, principal):
+        principal.require_operator("exporting the store (it holds token hashes)")
         document = export_store(registry)
     file.write_text(document.model_dump_json(indent=2))
     typer.echo(f"exported {len(document.specialists)} specialists to {file}")
@@ -142,7 +143,8 @@ def import_command(
         document = json.loads(file.read_text())
     except (OSError, ValueError) as error:
         raise ManifestError(f"cannot read {file}: {error}") from None
-    with open_store() as (registry, _):
+    with open_store() as (registry, principal):
+        principal.require_operator("importing a store")
         count = import_store(registry, document)
     typer.echo(f"imported {count} specialists from {file}")
 

@@ -273,7 +273,8 @@ def _fit_store(
 
     settings = load_settings()
     chosen = _method(method or settings.router_method)
-    with open_store() as (registry, _principal):
+    with open_store() as (registry, principal):
+        principal.require_operator("fitting the mesh's router")
         manifests = registry.installed()
         if not manifests:
             raise InvalidRequestError(

@@ -9,25 +9,58 @@ import typer
 
 from mesh.cli.app import JsonFlag, TokenOption, app, echo_json, load_settings, open_store
 
+MANIFEST_FILE = "manifest.yaml"
+
 
 @app.command()
 def register(
-    file: Annotated[Path, typer.Argument(help="Manifest file (YAML or JSON).")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="Manifest file (YAML or JSON), or a folder holding manifest.yaml."),
+    ],
     token: TokenOption = None,
 ) -> None:
-    """Publish a specialist manifest; a running mesh deploys it without a restart."""
-    from registry import load_manifest
-    from registry.artifacts import pin_artifacts
+    """Publish a specialist manifest; a running mesh deploys it without a restart.
 
-    manifest = pin_artifacts(load_manifest(file))
-    auto_install = load_settings().auto_install
+    Local paths in `model.source` / `model.adapter` (absolute, '~/...', or './...' relative to
+    the manifest's folder) are uploaded into the store's artifact area first and published as
+    `artifact:<sha256>`, so every node of the mesh can fetch them.
+    """
+    from registry import parse_manifest
+    from registry.artifact_store import ArtifactStore, local_source_fields, upload_local_sources
+    from registry.artifacts import pin_artifacts
+    from registry.manifest import read_manifest_data
+    from specialists.tools.registry import check_publishable
+
+    path = file / MANIFEST_FILE if file.is_dir() else file
+    data = read_manifest_data(_read_text(path), source=str(path))
+    if not isinstance(data, dict):
+        parse_manifest(data, source=str(path))  # raises the usual "must be a mapping"
+    # Every field is checked before anything is uploaded (local paths as a placeholder).
+    parse_manifest(upload_local_sources(data, path.parent, None), source=str(path))
+    settings = load_settings()
     with open_store(token) as (registry, principal):
-        registry.publish(manifest, principal, install=auto_install)
+        store = ArtifactStore.from_url(registry.url, max_bytes=settings.max_artifact_bytes)
+        if local_source_fields(data):
+            principal.require_publisher("uploading artifacts")
+            data = upload_local_sources(data, path.parent, store)
+        manifest = pin_artifacts(parse_manifest(data, source=str(path)), store)
+        check_publishable(manifest)
+        registry.publish(manifest, principal, install=settings.auto_install)
     typer.echo(f"published {manifest.ref}")
-    if auto_install:
+    if settings.auto_install:
         typer.echo(
             f"installed {manifest.name}: a running mesh deploys it now ('mesh list' to check)"
         )
+
+
+def _read_text(path: Path) -> str:
+    from registry import ManifestError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ManifestError(f"cannot read manifest {path}: {error.strerror}") from None
 
 
 app.command("publish", help="Alias of 'register'.")(register)

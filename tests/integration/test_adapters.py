@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from mesh.launcher import free_port
 from registry import ManifestError, SpecialistManifest, parse_manifest
-from specialists.engine import ChatMessage, GenerationParams, engine_class
+from registry.redis_server import EmbeddedRedis
+from specialists.engine import ChatMessage, GenerationParams
+from specialists.sources import SourceOptions
+from specialists.transformers_engine import TransformersEngine
 from tests.conftest import manifest_data
 
 pytestmark = pytest.mark.slow
@@ -28,12 +32,35 @@ def save_random_lora(base: Path, folder: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(folder)
+    get_peft_model(model, config).save_pretrained(str(folder))
     return folder
 
 
 @pytest.fixture(scope="module")
-def loras(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceOptions]:
+    """A real Redis for `artifact:` sources, and a replica's cache folder."""
+    root = tmp_path_factory.mktemp("artifacts")
+    with EmbeddedRedis(root / "redis", port=free_port()) as server:
+        yield SourceOptions(redis_url=server.url, cache_dir=str(root / "cache"))
+
+
+def upload(options: SourceOptions, folder: Path) -> str:
+    """What `mesh register` does with a local path: upload it, name it `artifact:<id>`."""
+    return "artifact:" + options.store().upload_dir(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path, options: SourceOptions) -> str:
+    return upload(options, tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def loras(lora_dirs: dict[str, Path], options: SourceOptions) -> dict[str, str]:
+    return {key: upload(options, folder) for key, folder in lora_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def lora_dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two adapters for the tiny model, and one made for a wider model of the same family."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -50,27 +77,35 @@ def loras(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def adapter_manifest(
-    base: Path, adapter: Path | None, name: str = "demo", **model: object
+    base: str, adapter: str | None, name: str = "demo", **model: object
 ) -> SpecialistManifest:
-    spec = {"source": str(base), **model}
+    spec = {"source": base, **model}
     if adapter is not None:
-        spec["adapter"] = str(adapter)
+        spec["adapter"] = adapter
     return parse_manifest(manifest_data(name=name, model=spec))
 
 
-def _loaded(manifest: SpecialistManifest):  # type: ignore[no-untyped-def]
-    engine = engine_class("transformers")(manifest)
-    engine.load()
-    return engine
+@pytest.fixture(scope="module")
+def load(options: SourceOptions):  # type: ignore[no-untyped-def]
+    """Load a manifest's engine as a replica would, with the operator's `SourceOptions`."""
+
+    def loaded(manifest: SpecialistManifest, sources: SourceOptions = options):  # type: ignore[no-untyped-def]
+        engine = TransformersEngine(manifest, sources)
+        engine.load()
+        return engine
+
+    return loaded
 
 
-def test_adapter_changes_the_answer_and_matches_peft(tiny_model_dir: Path, loras: dict) -> None:
+def test_adapter_changes_the_answer_and_matches_peft(  # type: ignore[no-untyped-def]
+    tiny_model_dir: Path, tiny: str, loras: dict, lora_dirs: dict, load
+) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = _loaded(adapter_manifest(tiny_model_dir, None))
-    adapted = _loaded(adapter_manifest(tiny_model_dir, loras["a"]))
+    base = load(adapter_manifest(tiny, None))
+    adapted = load(adapter_manifest(tiny, loras["a"]))
     assert "PeftModel" not in type(adapted.model).__name__, "a dedicated replica merges it"
     base_text = base.generate(QUESTION, GREEDY).text
     adapted_text = adapted.generate(QUESTION, GREEDY).text
@@ -78,7 +113,7 @@ def test_adapter_changes_the_answer_and_matches_peft(tiny_model_dir: Path, loras
 
     prompt = adapted.prepare(QUESTION, GREEDY)
     reference = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(loras["a"])
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(lora_dirs["a"])
     ).eval()
     with torch.inference_mode():
         out = reference.generate(
@@ -93,68 +128,71 @@ def test_adapter_changes_the_answer_and_matches_peft(tiny_model_dir: Path, loras
     assert adapted_text == expected
 
 
-def test_pickle_adapter_is_refused_unless_allowed(
-    tiny_model_dir: Path, loras: dict, tmp_path: Path
+def test_pickle_adapter_loads_only_when_the_operator_allows(  # type: ignore[no-untyped-def]
+    tiny: str, loras: dict, lora_dirs: dict, tmp_path: Path, options: SourceOptions, load
 ) -> None:
     import torch
     from safetensors.torch import load_file
 
-    pickled = shutil.copytree(loras["a"], tmp_path / "pickled")
+    pickled = shutil.copytree(lora_dirs["a"], tmp_path / "pickled")
     weights = pickled / "adapter_model.safetensors"
     torch.save(load_file(weights), pickled / "adapter_model.bin")
     weights.unlink()
-    with pytest.raises(ManifestError, match=r"model\.adapter: .* pickle weights"):
-        _loaded(adapter_manifest(tiny_model_dir, pickled))
-    allowed = _loaded(adapter_manifest(tiny_model_dir, pickled, allow_pickle=True))
-    reference = _loaded(adapter_manifest(tiny_model_dir, loras["a"]))
+    source = upload(options, pickled)
+    with pytest.raises(ManifestError, match=r"model\.adapter: holds pickle weights"):
+        load(adapter_manifest(tiny, source))
+    operator = options.model_copy(update={"allow_pickle": True})
+    allowed = load(adapter_manifest(tiny, source), operator)
+    reference = load(adapter_manifest(tiny, loras["a"]))
     assert allowed.generate(QUESTION, GREEDY).text == reference.generate(QUESTION, GREEDY).text
 
 
-def test_adapter_sha256_mismatch_is_refused_before_loading(
-    tiny_model_dir: Path, loras: dict, tmp_path: Path
+def test_adapter_sha256_mismatch_is_refused_before_loading(  # type: ignore[no-untyped-def]
+    tiny: str, loras: dict, options: SourceOptions, load
 ) -> None:
     from registry.artifacts import pin_artifacts
 
-    copy = shutil.copytree(loras["a"], tmp_path / "adapter")
-    manifest = pin_artifacts(adapter_manifest(tiny_model_dir, copy))
+    manifest = pin_artifacts(adapter_manifest(tiny, loras["a"]), options.store())
     assert "adapter/adapter_model.safetensors" in manifest.model.sha256
-    weights = copy / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
-    with pytest.raises(ManifestError, match=r"adapter/adapter_model\.safetensors has sha256"):
-        _loaded(manifest)
+    wrong = {**manifest.model.sha256, "adapter/adapter_model.safetensors": "0" * 64}
+    with pytest.raises(ManifestError) as error:
+        load(adapter_manifest(tiny, loras["a"], sha256=wrong))
+    assert error.value.message == (
+        "model.sha256: 'adapter/adapter_model.safetensors' does not match the published artifact"
+    )
 
 
-def test_missing_broken_or_mismatched_adapters_fail_clearly(
-    tiny_model_dir: Path, loras: dict, tmp_path: Path
+def test_missing_broken_or_mismatched_adapters_fail_clearly(  # type: ignore[no-untyped-def]
+    tiny: str, loras: dict, lora_dirs: dict, tmp_path: Path, options: SourceOptions, load
 ) -> None:
-    with pytest.raises(ManifestError, match=r"model\.adapter: .* does not exist"):
-        _loaded(adapter_manifest(tiny_model_dir, tmp_path / "nowhere"))
-    broken = shutil.copytree(loras["a"], tmp_path / "broken")
+    with pytest.raises(ManifestError, match=r"^model\.adapter: artifact not found in the store$"):
+        load(adapter_manifest(tiny, "artifact:" + "2" * 64))
+    broken = shutil.copytree(lora_dirs["a"], tmp_path / "broken")
     (broken / "adapter_config.json").unlink()
     with pytest.raises(ManifestError, match=r"no adapter_config\.json"):
-        _loaded(adapter_manifest(tiny_model_dir, broken))
+        load(adapter_manifest(tiny, upload(options, broken)))
     with pytest.raises(ManifestError, match="does not fit the base model"):
-        _loaded(adapter_manifest(tiny_model_dir, loras["wide"]))
+        load(adapter_manifest(tiny, loras["wide"]))
 
 
 @pytest.fixture(scope="module")
-def pool(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+def pool(tiny: str, options: SourceOptions):  # type: ignore[no-untyped-def]
     from specialists.adapter_pool import AdapterPoolEngine, base_spec
 
-    engine = AdapterPoolEngine(base_spec(adapter_manifest(tiny_model_dir, None)))
+    engine = AdapterPoolEngine(base_spec(adapter_manifest(tiny, None)), options)
     engine.load()
     return engine
 
 
-def test_pool_decodes_each_row_with_its_own_adapter(
-    pool, tiny_model_dir: Path, loras: dict
-) -> None:  # type: ignore[no-untyped-def]
+def test_pool_decodes_each_row_with_its_own_adapter(  # type: ignore[no-untyped-def]
+    pool, tiny: str, loras: dict, load
+) -> None:
     """One base, two adapters, one batch: each row answers as its dedicated (merged) engine."""
-    manifests = [adapter_manifest(tiny_model_dir, loras[k], name=f"sp-{k}") for k in "ab"]
+    manifests = [adapter_manifest(tiny, loras[k], name=f"sp-{k}") for k in "ab"]
     for manifest in manifests:
         pool.add_adapter(manifest)
     assert pool.adapters == ["sp-a@1_0_0", "sp-b@1_0_0"]
-    alone = [_loaded(m).generate(QUESTION, GREEDY).text for m in manifests]
+    alone = [load(m).generate(QUESTION, GREEDY).text for m in manifests]
     assert alone[0] != alone[1]
 
     prompts = [pool.prepare_for(m, QUESTION, GREEDY) for m in manifests]
@@ -165,8 +203,8 @@ def test_pool_decodes_each_row_with_its_own_adapter(
     assert texts == alone
 
 
-def test_pool_defers_deleting_an_adapter_in_use(pool, tiny_model_dir: Path, loras: dict) -> None:  # type: ignore[no-untyped-def]
-    manifest = adapter_manifest(tiny_model_dir, loras["a"], name="sp-c")
+def test_pool_defers_deleting_an_adapter_in_use(pool, tiny: str, loras: dict) -> None:  # type: ignore[no-untyped-def]
+    manifest = adapter_manifest(tiny, loras["a"], name="sp-c")
     name = pool.add_adapter(manifest)
     pool.acquire(name)
     pool.retire(name)
@@ -174,7 +212,7 @@ def test_pool_defers_deleting_an_adapter_in_use(pool, tiny_model_dir: Path, lora
     pool.release(name)
     assert name not in pool.adapters
     with pytest.raises(ManifestError, match="does not fit"):
-        pool.add_adapter(adapter_manifest(tiny_model_dir, loras["wide"], name="sp-wide"))
+        pool.add_adapter(adapter_manifest(tiny, loras["wide"], name="sp-wide"))
     assert "sp-wide@1_0_0" not in pool.adapters
 
 
@@ -192,24 +230,24 @@ def serve_session() -> Iterator[None]:
 
 
 @pytest.mark.timeout(300)
-def test_one_pool_replica_serves_two_adapter_specialists(
-    serve_session: None, tiny_model_dir: Path, loras: dict
+def test_one_pool_replica_serves_two_adapter_specialists(  # type: ignore[no-untyped-def]
+    serve_session: None, tiny: str, loras: dict, options: SourceOptions, load
 ) -> None:
     from ray import serve
 
     from specialists.adapter_pool import build_pool_app, pool_configs
     from specialists.deployment import app_name, build_specialist_app
 
-    manifests = [
-        adapter_manifest(tiny_model_dir, loras[k], name=f"sp-{k}", share_base=True) for k in "ab"
-    ]
+    manifests = [adapter_manifest(tiny, loras[k], name=f"sp-{k}", share_base=True) for k in "ab"]
     (pool_name, config), *others = pool_configs(manifests).items()
     assert not others, "both specialists share one pool"
-    serve.run(build_pool_app(config), name=pool_name, route_prefix=None)
+    serve.run(build_pool_app(config, options), name=pool_name, route_prefix=None)
     for manifest in manifests:
-        serve.run(build_specialist_app(manifest), name=app_name(manifest.name), route_prefix=None)
+        serve.run(
+            build_specialist_app(manifest, options), name=app_name(manifest.name), route_prefix=None
+        )
 
-    expected = {m.name: _loaded(m).generate(QUESTION, GREEDY).text for m in manifests}
+    expected = {m.name: load(m).generate(QUESTION, GREEDY).text for m in manifests}
     messages = [m.model_dump() for m in QUESTION]
     params = GREEDY.model_dump()
     for name in ["sp-a", "sp-b", "sp-a"]:

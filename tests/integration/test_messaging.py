@@ -86,7 +86,7 @@ def test_panel_drafts_and_aggregates(client: openai.OpenAI) -> None:
     assert all(e["outcome"] == "ok" and e["reply"] for e in drafts)
     assert any(e["kind"] == "aggregate" and e["to"] == "code" for e in info["trace"])
     assert info["specialist"] == "code"
-    assert completion.choices[0].message.content.strip()
+    assert (completion.choices[0].message.content or "").strip()
 
 
 def test_cycle_is_cut_with_a_note(mesh: RunningMesh, tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_cycle_is_cut_with_a_note(mesh: RunningMesh, tmp_path: Path) -> None:
                     name=name,
                     owner="tests",
                     description=f"Relays every message to {peer}.",
-                    model={"engine": "tool", "source": "specialists.tools.relay:run"},
+                    model={"engine": "tool", "source": "relay"},
                     can_message=[peer],
                     resources={"num_cpus": 0.05},
                 )

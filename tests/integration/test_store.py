@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -19,8 +20,7 @@ from registry import (
     parse_manifest,
 )
 from registry import keys as redis_keys
-from registry.artifacts import pin_artifacts
-from registry.errors import ManifestError
+from registry.errors import StaleManifestError
 from registry.redis_server import EmbeddedRedis, connect
 from registry.transfer import export_store, import_store
 from tests.conftest import free_port, manifest_data
@@ -34,10 +34,12 @@ def publish(registry: Registry, version: str, principal: Principal | None = None
 
 
 def test_first_publisher_owns_the_name(registry: Registry) -> None:
+    with pytest.raises(AuthenticationError, match="needs a token"):
+        publish(registry, "1.0.0", Principal())
     publish(registry, "1.0.0")
     assert registry.owner("demo") == "tests"
-    with pytest.raises(AuthenticationError, match="token of owner 'tests'"):
-        publish(registry, "1.1.0")
+    with pytest.raises(AuthenticationError, match="needs a token"):
+        publish(registry, "1.1.0", Principal())
     other = registry.principal(registry.tokens.create("mallory"), ADMIN)
     with pytest.raises(PermissionDeniedError, match="belongs to 'mallory'"):
         publish(registry, "1.1.0", other)
@@ -54,7 +56,7 @@ def test_refused_publish_writes_nothing(registry: Registry) -> None:
     publish(registry, "1.0.0")
     before = sorted(registry.client.keys("*"))
     with pytest.raises(AuthenticationError):
-        publish(registry, "2.0.0")
+        publish(registry, "2.0.0", Principal())
     with pytest.raises(PermissionDeniedError, match="not valid"):
         registry.principal("msh_forged", ADMIN)
     assert sorted(registry.client.keys("*")) == before
@@ -74,8 +76,31 @@ def test_operator_actions_need_the_admin_token_when_configured(registry: Registr
     with pytest.raises(PermissionDeniedError, match="admin token"):
         registry.install("demo", "latest", owner)
     registry.install("demo", "latest", registry.principal(ADMIN, ADMIN))
-    # without an admin token configured, the local operator may install
-    registry.install("demo", "latest", registry.principal(None, None))
+    # no token is anonymous, whatever the settings: nothing is open by default
+    for settings_token in (ADMIN, None):
+        with pytest.raises(AuthenticationError, match="admin token"):
+            registry.install("demo", "latest", registry.principal(None, settings_token))
+        with pytest.raises(AuthenticationError, match="admin token"):
+            registry.uninstall("demo", registry.principal(None, settings_token))
+        with pytest.raises(AuthenticationError, match="admin token"):
+            registry.scale("demo", 0, 2, registry.principal(None, settings_token))
+
+
+def test_publishing_is_not_installing(registry: Registry) -> None:
+    owner = registry.principal(registry.tokens.create("tests"), ADMIN)
+    publish(registry, "1.0.0", owner)
+    registry.publish(
+        parse_manifest(manifest_data(version="1.0.0", name="other")), owner, install=True
+    )
+    assert registry.install_states() == {}, "an owner's publish never installs"
+    publish(registry, "1.1.0", registry.principal(ADMIN, ADMIN))
+    assert registry.install_states() == {}
+    registry.publish(
+        parse_manifest(manifest_data(version="1.0.0", name="third")),
+        registry.principal(ADMIN, ADMIN),
+        install=True,
+    )
+    assert list(registry.install_states()) == ["third"], "the operator's publish may install"
 
 
 def test_latest_pin_follows_publishes_and_exact_pin_stays(registry: Registry) -> None:
@@ -169,17 +194,23 @@ def test_export_import_round_trip(registry: Registry, tmp_path: Path) -> None:
             import_store(other, exported | {"exported_at": 0})
 
 
-def test_artifact_hashes_are_pinned_and_verified(tmp_path: Path) -> None:
-    weights = tmp_path / "model"
-    weights.mkdir()
-    (weights / "model.safetensors").write_bytes(b"weights v1")
-    (weights / "config.json").write_text("{}")
-    manifest = parse_manifest(manifest_data(model={"source": str(weights)}))
-    pinned = pin_artifacts(manifest)
-    assert set(pinned.model.sha256) == {"model.safetensors", "config.json"}
-    (weights / "model.safetensors").write_bytes(b"swapped!")
-    with pytest.raises(ManifestError, match=r"model\.safetensors has sha256"):
-        pin_artifacts(pinned)
+def test_a_manifest_stored_under_older_rules_is_refused_alone(registry: Registry) -> None:
+    """A version published before a rule tightened (a tool as a module path) is a clear 409
+    where asked for, and skipped in listings, so it cannot hide or stop the rest."""
+    publish(registry, "1.0.0")
+    registry.install("demo")
+    old = manifest_data("oldtool", model={"engine": "tool", "source": "os:system"})
+    registry.client.set(redis_keys.manifest("oldtool", "0.1.0"), json.dumps(old))
+    registry.client.zadd(redis_keys.versions("oldtool"), {"0.1.0": 1.0})
+    registry.client.sadd(redis_keys.SPECIALISTS, "oldtool")
+    registry.client.hset(
+        redis_keys.INSTALLED, "oldtool", json.dumps({"pin": "latest", "version": "0.1.0"})
+    )
+    with pytest.raises(StaleManifestError, match="older rules") as refused:
+        registry.get("oldtool")
+    assert refused.value.status_code == 409 and "os:system" not in refused.value.message
+    assert [m.name for m in registry.latest()] == ["demo"]
+    assert list(registry.installed()) == ["demo"]
 
 
 def test_kill_9_during_a_burst_loses_no_acknowledged_publish(tmp_path: Path) -> None:

@@ -35,12 +35,15 @@ def write(tmp_path: Path, version: str, **fields: object) -> str:
 
 
 def test_ownership_through_the_cli(cli, tmp_path: Path, registry: Registry) -> None:  # type: ignore[no-untyped-def]
-    assert cli("register", write(tmp_path, "1.0.0")).exit_code == 0
+    result = cli("register", write(tmp_path, "1.0.0"), MESH_ADMIN_TOKEN=None)
+    assert result.exit_code == 1 and "needs a token" in result.output
+    assert "demo" not in registry.names(), "an anonymous publish writes nothing"
+    assert cli("register", write(tmp_path, "1.0.0")).exit_code == 0, "the operator (env token)"
 
-    result = cli("register", write(tmp_path, "1.1.0"))
-    assert result.exit_code == 1 and "token of owner 'tests'" in result.output
+    result = cli("register", write(tmp_path, "1.1.0"), MESH_ADMIN_TOKEN=None)
+    assert result.exit_code == 1 and "needs a token" in result.output
 
-    result = cli("token", "create", "--owner", "tests")
+    result = cli("token", "create", "--owner", "tests", MESH_ADMIN_TOKEN=None)
     assert result.exit_code == 1 and "admin token" in result.output
     result = cli("token", "create", "--owner", "tests", "--token", ADMIN, "--json")
     assert result.exit_code == 0, result.output
@@ -63,7 +66,8 @@ def test_lifecycle_through_the_cli(cli, tmp_path: Path) -> None:  # type: ignore
     result = cli("versions", "demo", "--json")
     assert [row["version"] for row in json.loads(result.stdout)] == ["1.0.0", "1.1.0"]
 
-    assert cli("uninstall", "demo").exit_code == 1, "operator action without the admin token"
+    anonymous = cli("uninstall", "demo", MESH_ADMIN_TOKEN=None)
+    assert anonymous.exit_code == 1, "operator action without the admin token"
     assert cli("uninstall", "demo", "--token", ADMIN).exit_code == 0
     assert cli("install", "demo@1.0.0", "--token", ADMIN).exit_code == 0
     result = cli("show", "demo", "--json")
@@ -94,7 +98,8 @@ def test_lifecycle_through_the_cli(cli, tmp_path: Path) -> None:  # type: ignore
     result = cli("import", str(exported))
     assert result.exit_code == 1 and "not empty" in result.output
 
-    assert cli("delete", "demo", "--yes").exit_code == 1
+    assert cli("delete", "demo", "--yes", MESH_ADMIN_TOKEN=None).exit_code == 1
+    assert cli("export", str(tmp_path / "x.json"), MESH_ADMIN_TOKEN=None).exit_code == 1
     assert cli("delete", "demo", "--yes", "--token", ADMIN).exit_code == 0
     assert "No specialists found" in cli("list").output
     assert cli("import", str(exported)).exit_code == 0

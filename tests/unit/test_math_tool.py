@@ -99,8 +99,10 @@ def test_huge_and_hostile_inputs_are_answered_in_well_under_a_second(text: str) 
     assert answer("1+1") == "2"  # a worker is up (the slow tests above replace theirs)
     started, cpu_started = time.perf_counter(), time.process_time()
     reply = answer(text)
-    assert time.process_time() - cpu_started < 0.5
-    assert time.perf_counter() - started < 5.0
+    # Bounds far above the measured ~0.1 s, far below a super-linear scan (the old regex took
+    # 1.9 s on 700 digits; cubic on 32k characters is hours): tests assert the shape, not speed.
+    assert time.process_time() - cpu_started < 2.0
+    assert time.perf_counter() - started < 10.0
     assert reply
 
 

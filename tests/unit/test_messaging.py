@@ -202,3 +202,72 @@ def test_trace_tree() -> None:
     assert tree[0] == "ping"
     assert tree[1].startswith("└─ ping -> pong")
     assert tree[2].startswith("   └─ pong -> ping") and "cycle refused" in tree[2]
+
+
+# -- the shared token budget under parallel asks ----------------------------------------------
+@pytest.fixture
+def spending(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ContextState, int | None]]:
+    """Receivers that each spend 100 tokens after a pause (so parallel asks overlap)."""
+    received: list[tuple[ContextState, int | None]] = []
+
+    async def fake_send(message: Message, state: ContextState, max_tokens: int | None) -> Reply:
+        received.append((state, max_tokens))
+        await asyncio.sleep(0.01)
+        return Reply(text="done", tokens=100, tokens_used=state.tokens_used + 100)
+
+    monkeypatch.setattr(context_module, "send", fake_send)
+    return received
+
+
+def test_parallel_asks_add_up_instead_of_the_last_one_winning(
+    spending: list[tuple[ContextState, int | None]],
+) -> None:
+    context = ctx(token_budget=1000)
+    context.spend(7)  # the asker's own answer
+
+    async def main() -> None:
+        await asyncio.gather(*(context.ask("math", f"q{i}", max_tokens=200) for i in range(3)))
+
+    asyncio.run(main())
+    assert context.state.tokens_used == 300 + 7
+    assert context.reserved == 0
+    for state, max_tokens in spending:
+        assert state.tokens_used == 0, "a receiver counts from zero: its reply is what it spent"
+        assert state.bounds.token_budget == max_tokens == 200
+
+
+def test_reservations_refuse_asks_beyond_the_budget(
+    spending: list[tuple[ContextState, int | None]],
+) -> None:
+    context = ctx(token_budget=500)
+
+    async def main() -> list[object]:
+        return list(
+            await asyncio.gather(*(context.ask("math", f"q{i}", max_tokens=200) for i in range(4)))
+        )
+
+    results = asyncio.run(main())
+    assert [r.ok for r in results] == [True, True, True, False]  # type: ignore[attr-defined]
+    assert [s.bounds.token_budget for s, _ in spending] == [200, 200, 100]
+    assert "token budget exhausted" in results[3].note  # type: ignore[attr-defined]
+    assert context.state.tokens_used == 300
+
+
+def test_asks_without_a_limit_share_what_is_left(
+    spending: list[tuple[ContextState, int | None]],
+) -> None:
+    context = ctx(token_budget=1200, max_fanout=4)
+
+    async def main() -> None:
+        await asyncio.gather(*(context.ask("math", f"q{i}") for i in range(3)))
+
+    asyncio.run(main())
+    assert [s.bounds.token_budget for s, _ in spending] == [300, 300, 300]
+    assert [m for _, m in spending] == [None, None, None], "the receiver's own limit applies"
+    assert context.state.tokens_used == 300
+
+
+def test_a_timed_out_ask_keeps_its_share_spent(transport: list[Message]) -> None:
+    context = ctx(token_budget=1000, deadline_s=0.2)
+    asyncio.run(context.ask("math", "slow", max_tokens=50))
+    assert context.state.tokens_used == 50 and context.reserved == 0

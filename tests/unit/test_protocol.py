@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -56,3 +58,77 @@ def test_errors_survive_pickling() -> None:
     error = pickle.loads(pickle.dumps(NotFoundError("gone", param="model")))
     assert isinstance(error, MeshError)
     assert (error.status_code, error.message, error.param) == (404, "gone", "model")
+
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _refusal(**fields: Any) -> str:
+    """The first validation error of a request with `fields`: 'loc: message'."""
+    with pytest.raises(ValidationError) as raised:
+        ChatCompletionRequest.model_validate({"messages": MESSAGES, **fields})
+    first = raised.value.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"seed": 2**64}, "seed: Input should be less than or equal to"),
+        ({"seed": -(2**63) - 1}, "seed: Input should be greater than or equal to"),
+        ({"seed": True}, "seed: Input should be a valid integer"),
+        ({"n": 2}, "n: Value error, n > 1 is not supported"),
+        ({"n": 0}, "n: Value error, n must be 1"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop: Value error, at most 4 stop sequences"),
+        ({"stop": ""}, "stop: Value error, stop sequences must not be empty"),
+        ({"stop": ["ok", "x" * 65]}, "stop: Value error, stop sequences are at most 64"),
+        ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+        ({"max_tokens": 10**7}, "max_tokens: Input should be less than or equal to"),
+        ({"user": "u" * 257}, "user: String should have at most 256"),
+        ({"presence_penalty": 2.5}, "presence_penalty: Input should be less than or equal to 2"),
+        ({"presence_penalty": 0.5}, "presence_penalty: Value error, presence_penalty is not"),
+        ({"logprobs": True}, "logprobs: Value error, logprobs is not supported"),
+        ({"tools": [{"type": "function"}]}, "tools: Value error, tools is not supported"),
+        ({"response_format": {"type": "json_object"}}, "response_format: Value error, "),
+    ],
+)
+def test_out_of_range_and_unhonoured_fields_are_refused_by_name(
+    fields: dict[str, object], expected: str
+) -> None:
+    assert _refusal(**fields).startswith(expected)
+
+
+def test_extreme_int64_seeds_and_no_op_values_are_accepted() -> None:
+    for seed in (-(2**63), 2**63 - 1, -1):
+        assert ChatCompletionRequest(messages=MESSAGES, seed=seed).seed == seed
+    request = ChatCompletionRequest.model_validate(
+        {
+            "messages": MESSAGES,
+            "n": 1,
+            "stop": ["a", "b", "c", "d"],
+            "logprobs": False,
+            "tools": [],
+            "response_format": {"type": "text"},
+            "presence_penalty": 0,
+            "user": "alice",
+            "stream_options": {"include_usage": True},
+            "metadata": {"team": "x"},
+            "store": False,
+            "some_future_field": 1,
+        }
+    )
+    assert request.stop_list() == ["a", "b", "c", "d"]
+
+
+def test_non_text_content_parts_are_refused_not_dropped() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    refusal = _refusal(messages=[{"role": "user", "content": [image]}])
+    assert refusal.startswith("messages.0.content: Value error, only text content parts")
+
+
+def test_engine_params_bound_seed_and_stops() -> None:
+    with pytest.raises(ValidationError, match="seed"):
+        GenerationParams(seed=2**64)
+    with pytest.raises(ValidationError, match="stop"):
+        GenerationParams(stop=["x" * 257])
+    assert GenerationParams(seed=-(2**63)).seed == -(2**63)
