@@ -73,10 +73,13 @@ class MeshClient:
     def route(self, text: str) -> dict[str, Any]:
         return self._json(self._send("POST", "/v1/route", json={"text": text}))
 
-    def health(self) -> dict[str, Any]:
-        """The mesh's state; 503 (starting) still carries the per-specialist details."""
-        response = self._send("GET", "/healthz")
-        return dict(response.json())
+    def health(self, token: str | None = None) -> dict[str, Any]:
+        """The mesh's state; 503 (starting) still carries the per-specialist details, and the
+        admin `token` adds the replica details that the gateway keeps from other callers."""
+        response = self._send("GET", "/healthz", headers=_bearer(token))
+        if response.status_code == 503:
+            return dict(response.json())
+        return self._json(response)
 
     # -- store ----------------------------------------------------------------------------
     def specialists(self, query: str | None = None) -> list[dict[str, Any]]:

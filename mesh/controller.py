@@ -18,6 +18,7 @@ from mesh.settings import MeshSettings
 from registry import Registry, RegistryUnavailableError, SpecialistManifest
 from specialists.adapter_pool import PoolConfig, build_pool_app, pool_configs
 from specialists.deployment import app_name, build_specialist_app
+from specialists.serve_options import keep_replica_on_loopback
 from specialists.sources import SourceOptions
 
 logger = logging.getLogger("ray.serve")
@@ -62,6 +63,7 @@ class LiveView(BaseModel):
 
 class MeshController:
     def __init__(self, redis_url: str, sources: dict[str, Any] | None = None) -> None:
+        keep_replica_on_loopback()
         self.registry = Registry.from_url(redis_url)
         # What replicas need to load weights: this Redis for `artifact:` sources, and the
         # operator's settings (MESH_ALLOW_PICKLE, ...) read here, in the mesh layer.

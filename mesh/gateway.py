@@ -50,6 +50,7 @@ from router.decision import RouteDecision, RouteTarget
 from specialists.deployment import app_name
 from specialists.engine import GenerationParams, GenerationResult, TextDelta
 from specialists.messages import Bounds, ContextState
+from specialists.serve_options import keep_replica_on_loopback
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="specialist-mesh", version="0.1.0")
@@ -138,8 +139,12 @@ class Gateway:
     def __init__(
         self, router: DeploymentHandle, controller: DeploymentHandle, settings: dict[str, Any]
     ) -> None:
+        keep_replica_on_loopback()
         self.settings = MeshSettings.model_validate(settings)
-        uploads = {"/v1/artifacts": (artifact_api.TAR_TYPES, self.settings.max_artifact_bytes)}
+        uploads = {  # bodies besides JSON: none is a type a browser may send cross-site
+            "/v1/artifacts": (artifact_api.TAR_TYPES, self.settings.max_artifact_bytes),
+            "/v1/specialists": (("application/yaml", "application/x-yaml", "text/yaml"), None),
+        }
         set_policy(policy_from(self.settings, uploads=uploads))
         self.fair_share = FairShare(self.settings.max_inflight_per_client)
         self.router = router

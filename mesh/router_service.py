@@ -28,6 +28,7 @@ from router.batcher import RouteBatcher
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import FinetuneSettings
 from router.live import LiveRouter, LiveRouterOptions
+from specialists.serve_options import keep_replica_on_loopback
 
 logger = logging.getLogger("ray.serve")
 
@@ -56,6 +57,7 @@ class RouterService:
     ) -> None:
         """`load` opens a fine-tuned encoder folder, `frozen` the base encoder (default: the
         offline MiniLM); tests inject small ones."""
+        keep_replica_on_loopback()
         if not isinstance(settings, MeshSettings):
             settings = MeshSettings.model_validate(settings)
         store = RouterArtifactStore.from_url(settings.redis_url) if settings.redis_url else None

@@ -41,7 +41,7 @@ from registry.manifest import ModelSpec, SpecialistManifest
 from specialists.decoding import BatchDecoder
 from specialists.engine import ChatMessage, GenerationParams, Prompt, TextDelta
 from specialists.scheduler import BatchScheduler
-from specialists.serve_options import deployment_options
+from specialists.serve_options import deployment_options, keep_replica_on_loopback
 from specialists.sources import SourceOptions, adapter_folder, verify_sources
 from specialists.transformers_engine import TransformersEngine, attach_adapter, check_adapter_folder
 
@@ -283,6 +283,7 @@ class AdapterPoolDeployment:
     """Serves every adapter specialist on one base; callers set `multiplexed_model_id`."""
 
     def __init__(self, config: dict[str, Any], sources: dict[str, Any] | None = None) -> None:
+        keep_replica_on_loopback()
         self.config = PoolConfig.model_validate(config)
         options = SourceOptions.model_validate(sources or {})
         self.engine = AdapterPoolEngine(self.config.base, options)

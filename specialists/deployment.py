@@ -39,7 +39,7 @@ from specialists.engine import (
 )
 from specialists.messages import ContextState, Message
 from specialists.scheduler import BatchScheduler
-from specialists.serve_options import deployment_options
+from specialists.serve_options import deployment_options, keep_replica_on_loopback
 from specialists.sources import SourceOptions
 from specialists.tool_engine import ToolEngine
 
@@ -64,6 +64,7 @@ class SpecialistDeployment:
     """Serves one specialist manifest."""
 
     def __init__(self, manifest: dict[str, Any], sources: dict[str, Any] | None = None) -> None:
+        keep_replica_on_loopback()
         self.manifest = SpecialistManifest.model_validate(manifest)
         options = SourceOptions.model_validate(sources or {})
         self.tool: ToolEngine | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 
@@ -41,3 +42,35 @@ def deployment_options(
             "target_ongoing_requests": limits.target_ongoing_requests,
         }
     return options
+
+
+# `mesh up` sets this to "0" before Ray starts, so a local Ray uses 127.0.0.1 as its node IP;
+# every worker inherits it.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_replica_on_loopback() -> None:
+    """On a local mesh, bind this replica's inter-deployment gRPC server to 127.0.0.1.
+
+    Ray Serve 2.60 starts that server on `[::]:0` (every interface) after the deployment's
+    constructor returns, whatever Ray's node IP is, so anyone on the network could call a
+    replica directly and skip the gateway's checks. Each mesh deployment calls this first in
+    its constructor. On a cluster (the variable unset) replicas must reach each other across
+    nodes, so nothing changes there; the private name is looked up defensively and a test
+    (`test_ray_and_the_mesh_listen_on_loopback_only`) checks the result.
+    """
+    if os.environ.get(LOCAL_ONLY_ENV) != "0":
+        return
+    try:
+        from ray.serve._private import replica
+    except ImportError:
+        return
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "mesh_loopback", False):
+        return
+
+    def on_loopback(server: Any, address: str) -> Any:
+        return original(server, address.replace("[::]", "127.0.0.1", 1))
+
+    on_loopback.mesh_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = on_loopback

@@ -12,6 +12,7 @@ from typing import Any
 from mesh.client import MeshClient
 from mesh.trace_view import render_trace
 from registry.errors import MeshError
+from ui.app import public_message
 
 AUTO = "auto (router decides)"
 FOOTER = "\n\n---\n"
@@ -69,8 +70,8 @@ class ChatSession:
                 elif chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
                     text += chunk["choices"][0]["delta"]["content"]
                 yield self._render(root, events, text)
-        except MeshError as error:
-            yield f"**The mesh could not answer:** {error.message}"
+        except Exception as error:  # the page shows a clean line, the log keeps the rest
+            yield f"**The mesh could not answer:** {public_message(error)}"
             return
         final = self._render(root, events, text + footer)
         self._remember(text + footer, completion_id)
@@ -87,7 +88,7 @@ class ChatSession:
         try:
             self.client.feedback(completion_id, "up" if data.liked else "down")
         except MeshError as error:
-            return f"feedback not recorded: {error.message}"
+            return f"feedback not recorded: {public_message(error)}"
         return "thanks for the feedback"
 
     def _render(self, root: str, events: list[dict[str, Any]], text: str) -> Any:

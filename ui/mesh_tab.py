@@ -1,12 +1,18 @@
-"""The Mesh tab: specialists, replicas and nodes, request rates and latency, refreshed live."""
+"""The Mesh tab: specialists, replicas and nodes, request rates and latency, refreshed live.
+
+`/healthz` shows replica details (nodes) to the admin token only; the table asks with the token
+typed into this tab, so the node column fills in for the operator and stays empty for others.
+Scaling goes out with that typed token too: the UI server holds no admin credential.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from mesh.client import MeshClient
 from registry.errors import MeshError
+from ui.app import public_message, redact_paths
 
 COLUMNS = ["specialist", "version", "status", "replicas", "nodes", "requests/s", "p50 ms"]
 HISTORY_POINTS = 90
@@ -21,12 +27,14 @@ class MeshMonitor:
         self.last: dict[str, tuple[float, int]] = {}
         self.history: list[dict[str, Any]] = []
 
-    def snapshot(self) -> tuple[list[list[Any]], list[dict[str, Any]], str]:
+    def snapshot(
+        self, token: str | None = None
+    ) -> tuple[list[list[Any]], list[dict[str, Any]], str]:
         try:
-            health = self.client.health()
+            health = self.client.health(token or None)
             cards = {c["name"]: c for c in self.client.specialists()}
         except MeshError as error:
-            return [], self.history, f"mesh unavailable: {error.message}"
+            return [], self.history, f"mesh unavailable: {public_message(error)}"
         now = time.time()
         rows = []
         for name, state in sorted(health.get("specialists", {}).items()):
@@ -36,15 +44,14 @@ class MeshMonitor:
             rate = (requests - before[1]) / max(now - before[0], 1e-6) if before else 0.0
             self.last[name] = (now, requests)
             self.history.append({"time": now, "specialist": name, "requests/s": round(rate, 3)})
-            replicas = state.get("replicas", [])
-            nodes = sorted({(r.get("node_id") or "?")[:8] for r in replicas})
+            count, nodes = replica_summary(state.get("replicas"))
             rows.append(
                 [
                     name,
                     state.get("version"),
                     state.get("status"),
-                    len(replicas),
-                    ", ".join(nodes),
+                    count,
+                    nodes,
                     round(rate, 2),
                     stats.get("p50_ms"),
                 ]
@@ -53,12 +60,28 @@ class MeshMonitor:
         self.history = [point for point in self.history if point["time"] >= cutoff]
         summary = f"mesh **{health.get('status')}** · generation {health.get('generation')}"
         if health.get("registry_error"):
-            summary += f" · registry: {health['registry_error']}"
+            summary += f" · registry: {redact_paths(str(health['registry_error']))}"
+        elif health.get("registry") == "unavailable":
+            summary += " · registry unavailable"
         return rows, self.history, summary
 
 
-def build_mesh_tab(client: MeshClient) -> Any:
-    """Render the mesh tab; returns its timer, which the page runs only while the tab is open."""
+def replica_summary(replicas: Any) -> tuple[int, str]:
+    """(count, nodes): the operator's /healthz lists replicas, a client's only counts them."""
+    if isinstance(replicas, int):
+        return replicas, ""
+    listed = [r for r in replicas or [] if isinstance(r, dict)]
+    nodes = sorted({(r.get("node_id") or "?")[:8] for r in listed})
+    return len(listed), ", ".join(nodes)
+
+
+class MeshTab(NamedTuple):
+    timer: Any  # the page runs it only while the tab is open
+    token: Any  # the admin token box, which `/ui/?token=...` pre-fills
+
+
+def build_mesh_tab(client: MeshClient) -> MeshTab:
+    """Render the mesh tab inside the current Blocks context."""
     import gradio as gr
     import pandas as pd
 
@@ -75,27 +98,32 @@ def build_mesh_tab(client: MeshClient) -> Any:
     with gr.Row():
         name = gr.Dropdown(label="Specialist", choices=[], elem_id="scale-picker")
         replicas = gr.Number(label="Replicas", value=1, minimum=0, maximum=64, precision=0)
-        token = gr.Textbox(label="Admin token", type="password")
+        token = gr.Textbox(label="Admin token", type="password", elem_id="mesh-token")
         apply = gr.Button("Scale")
     outcome = gr.Markdown()
 
-    def refresh() -> tuple[Any, Any, str, Any]:
-        rows, history, text = monitor.snapshot()
+    def refresh(secret: str | None = None) -> tuple[Any, Any, str, Any]:
+        rows, history, text = monitor.snapshot((secret or "").strip() or None)
         frame = pd.DataFrame(history or [], columns=["time", "specialist", "requests/s"])
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         names = gr.update(choices=[row[0] for row in rows])
         return rows, frame, text, names
 
-    def scale(specialist: str | None, count: float, secret: str) -> str:
+    def scale(specialist: str | None, count: float | None, secret: str | None) -> str:
         if not specialist:
             return "Pick a specialist first."
+        secret = (secret or "").strip()
+        if not secret:
+            return "**Scale refused:** paste the admin token into the token box first."
         try:
-            client.scale(specialist, int(count), secret or None)
+            client.scale(specialist, int(count or 0), secret)
         except MeshError as error:
-            return f"**scale refused:** {error.message}"
-        return f"Scaling **{specialist}** to {int(count)} replicas; the table follows live."
+            return f"**Scale refused:** {public_message(error)}"
+        return f"Scaling **{specialist}** to {int(count or 0)} replicas; the table follows live."
 
     timer = gr.Timer(REFRESH_S, active=False)
-    timer.tick(refresh, outputs=[table, chart, summary, name])
-    apply.click(scale, inputs=[name, replicas, token], outputs=outcome)
-    return timer
+    timer.tick(
+        refresh, inputs=token, outputs=[table, chart, summary, name], api_visibility="private"
+    )
+    apply.click(scale, inputs=[name, replicas, token], outputs=outcome, api_name="scale")
+    return MeshTab(timer, token)

@@ -1,14 +1,28 @@
-"""The Store tab: browse and search specialist cards, read a card, publish, install/uninstall."""
+"""The Store tab: browse and search specialist cards, read a card, publish, install/uninstall.
+
+Every write goes out with the token typed into this page (never a credential of the UI server),
+and the gateway decides; a refusal is shown as such. Publishing reads only a file that Gradio
+stored from an upload (`read_upload`), never a path an API caller names.
+"""
 
 from __future__ import annotations
 
 import html
+import os
 import re
+import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mesh.client import MeshClient
-from registry.errors import MeshError
+from registry.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    MeshError,
+    PermissionDeniedError,
+)
+from ui.app import MANIFEST_MAX_BYTES, public_message
 
 FIELD_ERROR = re.compile(r"^\s{2}(?P<field>[\w.\-\[\]]+|\(top level\)): (?P<problem>.+)$")
 
@@ -69,6 +83,69 @@ def field_errors(message: str) -> list[list[str]]:
     return rows or [["(manifest)", message]]
 
 
+class UploadRefused(ValueError):
+    """A publish input that is not a manifest this page received; the message names no path."""
+
+
+def upload_folder() -> Path:
+    """Where Gradio stores uploads in this version: GRADIO_TEMP_DIR or <tmp>/gradio."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder())
+
+
+def read_upload(
+    file: Any,
+    root: Path,
+    max_bytes: int = MANIFEST_MAX_BYTES,
+    was_uploaded: Callable[[str], bool] | None = None,
+) -> str:
+    """The text of an uploaded manifest, read only if Gradio stored it from an upload.
+
+    Gradio hands the handler a path, and an API caller can name any path; worse, Gradio copies
+    a named server file into its upload folder before the handler runs unless its own check is
+    on. So: the path one of `was_uploaded` (Gradio's record of its /upload route), no symlink,
+    the resolved file inside `root`, a regular file of at most `max_bytes`, opened without
+    following links (a swap after the checks gets ELOOP), UTF-8 text."""
+    name = file if isinstance(file, str) else getattr(file, "name", None)
+    if not isinstance(name, str) or not name:
+        raise UploadRefused("choose a manifest file to upload")
+    path = Path(name)
+    refused = UploadRefused("that file was not uploaded through this page")
+    try:
+        resolved = path.resolve(strict=True)
+        if path.is_symlink() or not resolved.is_relative_to(root.resolve()):
+            raise refused
+        forms = {name, os.path.abspath(name), str(resolved)}
+        if was_uploaded is not None and not any(was_uploaded(form) for form in forms):
+            raise refused
+        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        raise refused from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise refused
+        if info.st_size > max_bytes:
+            raise UploadRefused(f"the manifest is larger than {max_bytes // 1024} KiB")
+        data = b""
+        while len(data) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise UploadRefused(f"the manifest is larger than {max_bytes // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UploadRefused("the manifest is not UTF-8 text") from None
+
+
+def refusal(action: str, error: MeshError) -> str:
+    """How the page says the gateway said no: which action, and the gateway's reason."""
+    return f"**{action} refused:** {public_message(error)}"
+
+
 def detail_markdown(detail: dict[str, Any]) -> str:
     versions = ", ".join(detail.get("versions", []))
     flags = []
@@ -92,8 +169,19 @@ def detail_markdown(detail: dict[str, Any]) -> str:
     )
 
 
-def build_store_tab(client: MeshClient) -> Any:
-    """Render the store tab; returns the refresh function for the page's load event."""
+class StoreTab(NamedTuple):
+    refresh: Any  # () -> (cards, names): the page's load event runs it
+    outputs: list[Any]
+    token: Any  # the token box, which `/ui/?token=...` pre-fills
+
+
+NEED_TOKEN = "paste your owner token (or the admin token) into the token box first"
+NEED_ADMIN = "paste the admin token into the token box first"
+
+
+def build_store_tab(client: MeshClient, was_uploaded: Callable[[str], bool]) -> StoreTab:
+    """Render the store tab inside the current Blocks context; `was_uploaded` says whether
+    Gradio's upload route stored a path (publishing reads no other file)."""
     import gradio as gr
 
     with gr.Row():
@@ -130,7 +218,7 @@ def build_store_tab(client: MeshClient) -> Any:
         try:
             found = client.specialists(text.strip() or None)
         except MeshError as error:
-            return f"<p>Store unavailable: {html.escape(error.message)}</p>", gr.update()
+            return f"<p>Store unavailable: {html.escape(public_message(error))}</p>", gr.update()
         names_update = gr.update(choices=sorted(c["name"] for c in found))
         return cards_html(found), names_update
 
@@ -140,44 +228,67 @@ def build_store_tab(client: MeshClient) -> Any:
         try:
             return detail_markdown(client.specialist(name))
         except MeshError as error:
-            return f"**{error.message}**"
+            return f"**{public_message(error)}**"
 
-    def do_publish(file: Any, secret: str) -> tuple[str, Any, str, Any]:
+    def do_publish(file: Any, secret: str | None) -> tuple[str, Any, str, Any]:
+        hidden = gr.update(visible=False)
         if file is None:
-            return "Choose a manifest file first.", gr.update(visible=False), *refresh()
-        path = Path(file if isinstance(file, str) else file.name)
+            return "Choose a manifest file first.", hidden, *refresh()
+        secret = (secret or "").strip()
+        if not secret:
+            return f"**Not published:** {NEED_TOKEN}.", hidden, *refresh()
         try:
-            result = client.publish(path.read_text(encoding="utf-8"), secret or None)
-        except MeshError as error:
-            rows = field_errors(error.message)
+            text = read_upload(file, upload_folder(), was_uploaded=was_uploaded)
+        except UploadRefused as problem:
+            return f"**Not published:** {problem}.", hidden, *refresh()
+        try:
+            result = client.publish(text, secret)
+        except (AuthenticationError, PermissionDeniedError) as error:
+            return refusal("Publish", error), hidden, *refresh()
+        except InvalidRequestError as error:  # the manifest itself: list what to fix
+            rows = field_errors(public_message(error))
             return (
                 f"**Not published:** {len(rows)} problem(s)",
                 gr.update(value=rows, visible=True),
                 *refresh(),
             )
+        except MeshError as error:
+            return f"**Not published:** {public_message(error)}", hidden, *refresh()
         note = " and installed" if result.get("installed") else ""
-        return f"Published `{result['published']}`{note}.", gr.update(visible=False), *refresh()
+        return f"Published `{result['published']}`{note}.", hidden, *refresh()
 
-    def change_install(name: str | None, secret: str, action: str) -> str:
+    def change_install(name: str | None, secret: str | None, action: str) -> str:
         if not name:
             return "Pick a specialist first."
+        secret = (secret or "").strip()
+        if not secret:
+            return f"**{action} refused:** {NEED_ADMIN}."
         try:
-            if action == "install":
-                client.install(name, secret or None)
+            if action == "Install":
+                client.install(name, secret)
             else:
-                client.uninstall(name, secret or None)
+                client.uninstall(name, secret)
         except MeshError as error:
-            return f"**{action} refused:** {error.message}"
+            return refusal(action, error)
         return f"{action} of **{name}** requested; the mesh applies it live."
 
-    search.click(refresh, inputs=query, outputs=[cards, names])
-    query.submit(refresh, inputs=query, outputs=[cards, names])
-    names.change(show, inputs=names, outputs=detail)
-    publish.click(do_publish, inputs=[upload, token], outputs=[outcome, errors, cards, names])
-    install.click(
-        lambda n, t: change_install(n, t, "install"), inputs=[names, token], outputs=admin_outcome
+    def do_install(name: str | None, secret: str | None) -> str:
+        return change_install(name, secret, "Install")
+
+    def do_uninstall(name: str | None, secret: str | None) -> str:
+        return change_install(name, secret, "Uninstall")
+
+    search.click(refresh, inputs=query, outputs=[cards, names], api_name="search")
+    query.submit(refresh, inputs=query, outputs=[cards, names], api_visibility="private")
+    names.change(show, inputs=names, outputs=detail, api_name="detail")
+    publish.click(
+        do_publish,
+        inputs=[upload, token],
+        outputs=[outcome, errors, cards, names],
+        api_name="publish",
     )
+    install.click(do_install, inputs=[names, token], outputs=admin_outcome, api_name="install")
     uninstall.click(
-        lambda n, t: change_install(n, t, "uninstall"), inputs=[names, token], outputs=admin_outcome
+        do_uninstall, inputs=[names, token], outputs=admin_outcome, api_name="uninstall"
     )
-    return refresh, [cards, names]
+    return StoreTab(refresh, [cards, names], token)

@@ -8,6 +8,7 @@ specialist that fails to deploy leaves the mesh `degraded` and serving, without 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -141,6 +142,12 @@ def _mesh_processes(mesh: RunningMesh) -> Iterator[psutil.Process]:
             continue
 
 
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return (mapped or ip).is_loopback
+
+
 def test_ray_and_the_mesh_listen_on_loopback_only(mesh: RunningMesh) -> None:
     listening = []
     for process in {p.pid: p for p in _mesh_processes(mesh)}.values():
@@ -154,7 +161,7 @@ def test_ray_and_the_mesh_listen_on_loopback_only(mesh: RunningMesh) -> None:
             if c.status == psutil.CONN_LISTEN
         ]
     assert listening, "found the mesh's listening sockets"
-    exposed = [entry for entry in listening if entry[1] not in ("127.0.0.1", "::1")]
+    exposed = [entry for entry in listening if not _loopback(entry[1])]
     assert exposed == [], f"listening beyond loopback: {exposed}"
 
 

@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from tests.conftest import manifest_data
-from tests.integration.conftest import RunningMesh
+from tests.integration.conftest import ADMIN_TOKEN, RunningMesh
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -84,7 +85,16 @@ def test_pinned_specialist_and_live_trace(page, tmp_path: Path) -> None:  # type
     screenshot(page, "chat", tmp_path)
 
 
-def test_publish_through_the_form_and_find_the_card(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def wait_for_value(locator, value: str, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while locator.input_value() != value and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert locator.input_value() == value
+
+
+def test_publish_form_refuses_without_a_token_and_publishes_with_the_admin_token(  # type: ignore[no-untyped-def]
+    page, mesh: RunningMesh, tmp_path: Path
+) -> None:
     manifest = tmp_path / "adder.yaml"
     manifest.write_text(
         yaml.safe_dump(
@@ -92,7 +102,7 @@ def test_publish_through_the_form_and_find_the_card(page, tmp_path: Path) -> Non
                 name="adder",
                 owner="ui-tests",
                 description="Adds numbers exactly (a math tool).",
-                model={"engine": "tool", "source": "specialists.tools.math:run"},
+                model={"engine": "tool", "source": "math"},
                 resources={"num_cpus": 0.05},
                 tags=["math", "ui"],
             )
@@ -101,7 +111,24 @@ def test_publish_through_the_form_and_find_the_card(page, tmp_path: Path) -> Non
     page.get_by_role("tab", name="Store").click()
     page.locator("#publish-upload input[type=file]").set_input_files(str(manifest))
     page.locator("#publish-button").click()
-    page.locator("#publish-outcome").get_by_text("adder@1.0.0").wait_for(timeout=60_000)
+    outcome = page.locator("#publish-outcome")
+    outcome.get_by_text("Not published", exact=False).wait_for(timeout=60_000)
+    assert "token" in outcome.inner_text()
+    assert httpx.get(f"{mesh.base_url}/v1/specialists/adder", timeout=30).status_code == 404
+
+    # the operator's token URL fills this browser's token boxes, then leaves the address bar
+    page.goto(f"{mesh.base_url}/ui/?token={ADMIN_TOKEN}", wait_until="load")
+    page.get_by_role("tab", name="Store").click()
+    token_box = page.locator("#store-token input")
+    wait_for_value(token_box, ADMIN_TOKEN)
+    assert token_box.get_attribute("type") == "password"
+    assert "token=" not in page.url
+    page.get_by_role("tab", name="Mesh").click()
+    wait_for_value(page.locator("#mesh-token input"), ADMIN_TOKEN)
+    page.get_by_role("tab", name="Store").click()
+    page.locator("#publish-upload input[type=file]").set_input_files(str(manifest))
+    page.locator("#publish-button").click()
+    outcome.get_by_text("adder@1.0.0").wait_for(timeout=60_000)
     page.locator(".mesh-card[data-name='adder']").wait_for(timeout=30_000)
     screenshot(page, "store", tmp_path)
 
@@ -110,6 +137,7 @@ def test_bad_manifest_shows_the_field_error(page, tmp_path: Path) -> None:  # ty
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(manifest_data(name="Bad Name", examples=["only one"])))
     page.get_by_role("tab", name="Store").click()
+    page.locator("#store-token input").fill(ADMIN_TOKEN)
     page.locator("#publish-upload input[type=file]").set_input_files(str(bad))
     page.locator("#publish-button").click()
     page.get_by_text("Not published", exact=False).wait_for(timeout=60_000)
