@@ -1,14 +1,16 @@
 """LoRA specialists on one base, served two ways: memory and latency (prints JSON; not a test).
 
-N adapter specialists (random LoRA r=8 on q_proj/v_proj, saved with peft into a temp dir) on the
-offline SmolLM2-135M base, on Ray Serve:
+N adapter specialists (random LoRA r=8 on q_proj/v_proj, saved with peft into a temp dir and
+uploaded into the artifact area of an embedded Redis, as `mesh register` does: manifests name
+`artifact:<id>`, pinned by sha256) on the offline SmolLM2-135M base, on Ray Serve:
   dedicated: `model.share_base: false`: N replicas, each the base with its adapter merged in;
   shared:    `model.share_base: true`: one pool replica holding the base and N adapters
              (`@serve.multiplexed`), plus N weightless specialist replicas that forward to it.
 Memory is each replica process's RSS and USS (psutil; USS excludes pages shared with other
 processes) after warm-up requests. Latency is measured through the specialists' handles (what
 the gateway calls): sequential requests round-robin over the specialists, then N at once (one
-per specialist).
+per specialist). Replicas fetch the adapters from Redis into a cache folder in the temp dir (the
+mesh's `SourceOptions`); the first deploy fetches them, the second reuses the verified copies.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adapters.py [--adapters 3] [--max-tokens 32]
 """
@@ -24,7 +26,10 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from specialists.sources import SourceOptions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -55,36 +60,52 @@ def make_adapters(count: int, folder: Path) -> list[Path]:
             r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights="gaussian"
         )
         path = folder / f"adapter-{i}"
-        get_peft_model(base, config).save_pretrained(path)
+        get_peft_model(base, config).save_pretrained(str(path))
         paths.append(path)
     return paths
 
 
-def manifests(adapters: list[Path], share_base: bool, num_cpus: float) -> list[Any]:
+def upload_adapters(folders: list[Path], sources: SourceOptions) -> list[str]:
+    """Upload each adapter folder into the artifact area; returns their `artifact:<id>` names."""
+    from registry.manifest import ARTIFACT_SCHEME
+
+    store = sources.store("model.adapter")
+    return [ARTIFACT_SCHEME + store.upload_dir(folder) for folder in folders]
+
+
+def manifests(
+    adapters: list[str], share_base: bool, num_cpus: float, sources: SourceOptions
+) -> list[Any]:
+    """The specialists' manifests, pinned as publishing pins them (`model.sha256`)."""
     from registry import parse_manifest
+    from registry.artifacts import pin_artifacts
     from specialists.catalog import SMOLLM2_SOURCE
 
+    store = sources.store("model.adapter")
     return [
-        parse_manifest(
-            {
-                "name": f"lora-{i}",
-                "version": "1.0.0",
-                "description": "benchmark adapter specialist",
-                "owner": "bench",
-                "examples": ["one", "two", "three"],
-                "model": {
-                    "source": SMOLLM2_SOURCE,
-                    "adapter": str(path),
-                    "share_base": share_base,
-                },
-                "resources": {"num_cpus": num_cpus},
-            }
+        pin_artifacts(
+            parse_manifest(
+                {
+                    "name": f"lora-{i}",
+                    "version": "1.0.0",
+                    "description": "benchmark adapter specialist",
+                    "owner": "bench",
+                    "examples": ["one", "two", "three"],
+                    "model": {
+                        "source": SMOLLM2_SOURCE,
+                        "adapter": adapter,
+                        "share_base": share_base,
+                    },
+                    "resources": {"num_cpus": num_cpus},
+                }
+            ),
+            store,
         )
-        for i, path in enumerate(adapters)
+        for i, adapter in enumerate(adapters)
     ]
 
 
-def deploy(specs: list[Any]) -> list[str]:
+def deploy(specs: list[Any], sources: SourceOptions) -> list[str]:
     """Deploy the pool (if any) and the specialists; returns every app name deployed."""
     from ray import serve
 
@@ -93,10 +114,10 @@ def deploy(specs: list[Any]) -> list[str]:
 
     apps = []
     for name, config in pool_configs(specs).items():
-        serve.run(build_pool_app(config), name=name, route_prefix=None)
+        serve.run(build_pool_app(config, sources), name=name, route_prefix=None)
         apps.append(name)
     for spec in specs:
-        serve.run(build_specialist_app(spec), name=app_name(spec.name), route_prefix=None)
+        serve.run(build_specialist_app(spec, sources), name=app_name(spec.name), route_prefix=None)
         apps.append(app_name(spec.name))
     return apps
 
@@ -135,11 +156,13 @@ def replica_memory(apps: list[str]) -> dict[str, Any]:
     }
 
 
-def run_mode(specs: list[Any], rounds: int, max_tokens: int) -> dict[str, Any]:
+def run_mode(
+    specs: list[Any], sources: SourceOptions, rounds: int, max_tokens: int
+) -> dict[str, Any]:
     from ray import serve
 
     started = time.perf_counter()
-    apps = deploy(specs)
+    apps = deploy(specs, sources)
     names = [spec.name for spec in specs]
     for name in names:  # warm-up: loads adapters into the pool, first forward allocations
         ask(name, QUESTIONS[0], 4)
@@ -192,8 +215,18 @@ def main() -> None:
     import ray
     from ray import serve
 
-    with tempfile.TemporaryDirectory() as tmp:
-        adapters = make_adapters(args.adapters, Path(tmp))
+    from mesh.launcher import free_port
+    from registry.redis_server import EmbeddedRedis
+    from specialists.sources import SourceOptions
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedRedis(Path(tmp) / "redis", port=free_port()) as server,
+    ):
+        sources = SourceOptions(redis_url=server.url, cache_dir=str(Path(tmp) / "cache"))
+        adapters = upload_adapters(make_adapters(args.adapters, Path(tmp)), sources)
+        dedicated = manifests(adapters, False, args.num_cpus, sources)
+        shared = manifests(adapters, True, args.num_cpus, sources)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         serve.start()
         try:
@@ -201,12 +234,8 @@ def main() -> None:
                 "adapters": args.adapters,
                 "max_tokens": args.max_tokens,
                 "num_cpus_per_replica": args.num_cpus,
-                "dedicated": run_mode(
-                    manifests(adapters, False, args.num_cpus), args.rounds, args.max_tokens
-                ),
-                "shared": run_mode(
-                    manifests(adapters, True, args.num_cpus), args.rounds, args.max_tokens
-                ),
+                "dedicated": run_mode(dedicated, sources, args.rounds, args.max_tokens),
+                "shared": run_mode(shared, sources, args.rounds, args.max_tokens),
             }
         finally:
             serve.shutdown()
