@@ -77,6 +77,9 @@ class MeshController:
         self.generation = 0
         self.synced_once = False
         self.registry_error: str | None = None
+        # Manifests Serve refused to take (not retried until the manifest changes), and why.
+        self.unbuildable: dict[str, SpecialistManifest] = {}
+        self.build_errors: dict[str, str] = {}
         self._task = asyncio.get_event_loop().create_task(self._follow())
 
     # -- API for the other deployments ----------------------------------------------------
@@ -135,10 +138,9 @@ class MeshController:
         pools = pool_configs(desired.values())
         await self._deploy_pools(pools)  # before the specialists that forward to them
         for name, manifest in desired.items():
-            if self.deployed.get(name) != manifest:
-                logger.info("deploying %s", manifest.ref)
-                await asyncio.to_thread(_deploy, manifest, self.sources)
-                self.deployed[name] = manifest
+            if self.deployed.get(name) != manifest and self.unbuildable.get(name) != manifest:
+                await self._deploy_one(manifest)
+        self.unbuildable = {n: m for n, m in self.unbuildable.items() if desired.get(n) == m}
         for name in [n for n in self.deployed if n not in desired]:
             logger.info("removing %s", name)
             await asyncio.to_thread(_delete, name)
@@ -147,11 +149,29 @@ class MeshController:
         await self._refresh_states()
         self.synced_once = True
 
+    async def _deploy_one(self, manifest: SpecialistManifest) -> None:
+        """Submit one specialist; one Serve refuses (a bad option) fails alone, never the loop."""
+        logger.info("deploying %s", manifest.ref)
+        try:
+            await asyncio.to_thread(_deploy, manifest, self.sources)
+        except Exception as error:
+            logger.exception("cannot deploy %s", manifest.ref)
+            self.unbuildable[manifest.name] = manifest
+            self.deployed.pop(manifest.name, None)
+            self.build_errors[manifest.name] = f"Serve refused the deployment: {error}"[:2000]
+            return
+        self.build_errors.pop(manifest.name, None)
+        self.deployed[manifest.name] = manifest
+
     async def _deploy_pools(self, pools: dict[str, PoolConfig]) -> None:
         for name, config in pools.items():
             if self.pools.get(name) != config:
                 logger.info("deploying shared-base pool %s", name)
-                await asyncio.to_thread(_deploy_pool, name, config, self.sources)
+                try:
+                    await asyncio.to_thread(_deploy_pool, name, config, self.sources)
+                except Exception:  # its members fail to reach it and show so; the rest go on
+                    logger.exception("cannot deploy shared-base pool %s", name)
+                    continue
                 self.pools[name] = config
 
     async def _remove_pools(self, pools: dict[str, PoolConfig]) -> None:
@@ -188,8 +208,17 @@ class MeshController:
                 pending=pending,
                 replicas=replicas.get(app_name(name), []),
             )
+        for name, manifest in self.unbuildable.items():
+            states[name] = SpecialistState(
+                name=name,
+                version=manifest.version,
+                status="DEPLOY_FAILED",
+                message=self.build_errors.get(name, ""),
+            )
         live = {
-            name: self.deployed[name] for name, state in states.items() if state.status == "RUNNING"
+            name: self.deployed[name]
+            for name, state in states.items()
+            if state.status == "RUNNING" and name in self.deployed
         }
         self.states = states
         if live != self.live:

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -26,6 +26,7 @@ from mesh.http_guard import HttpGuard, current_policy, policy_from, set_policy
 from mesh.live import LiveFollower
 from mesh.panel import panel_members, run_panel
 from mesh.protocol import (
+    ApiBody,
     ChatCompletionRequest,
     MeshInfo,
     MeshOptions,
@@ -60,7 +61,7 @@ api.include_router(artifact_api.router)
 api.add_middleware(HttpGuard, policy=current_policy)
 
 
-class RouteRequest(BaseModel):
+class RouteRequest(ApiBody):
     text: str = Field(description="The query to route (at most MESH_MAX_ROUTE_CHARS characters).")
 
 

@@ -15,6 +15,7 @@ replica can bind them after the module-level app exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -52,7 +53,7 @@ class GuardPolicy:
     uploads: dict[str, tuple[tuple[str, ...], int | None]] = field(default_factory=dict)
     # only these path prefixes are checked for content type and rate (the API, not the UI's
     # own Gradio routes, which post multipart uploads by design)
-    api_prefixes: tuple[str, ...] = ("/v1/",)
+    api_prefixes: tuple[str, ...] = ("/v1/", "/healthz")
 
     def host_allowed(self, header: str | None) -> bool:
         if "*" in self.allowed_hosts:
@@ -61,9 +62,7 @@ class GuardPolicy:
         allowed = LOOPBACK_HOSTS | {h.lower() for h in self.allowed_hosts}
         if self.host not in WILDCARD_HOSTS:
             allowed |= {self.host.lower()}
-        elif not self.allowed_hosts:
-            return True  # bound to every interface with no list: the operator chose exposure
-        return name in allowed
+        return name.rstrip(".") in allowed
 
     def upload_rule(self, path: str) -> tuple[tuple[str, ...], int]:
         for prefix, (types, limit) in self.uploads.items():
@@ -139,12 +138,52 @@ class HttpGuard:
                 accepted = ", ".join(JSON_TYPES + types)
                 await _reply(send, 415, f"send the body as {accepted} (got '{kind}')", None)
                 return
+        if length is None and "transfer-encoding" in headers:
+            # A chunked body: read it here, up to the limit, so the 413 cannot be swallowed by
+            # a framework's body parser as a generic 400.
+            body = await _read_up_to(receive, limit)
+            if body is None:
+                await _reply(send, 413, f"request body is larger than {limit} bytes", None)
+                return
+            receive = _replay(body, receive)
         await self.app(scope, _capped(receive, limit), send)
 
     def _bucket(self, policy: GuardPolicy) -> TokenBuckets:
         if self.buckets is None or self.buckets.per_minute != policy.rate_limit_per_minute:
             self.buckets = TokenBuckets(policy.rate_limit_per_minute)
         return self.buckets
+
+
+async def _read_up_to(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it grows past `limit` (never buffered beyond)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return b"".join(chunks)  # the client left; the app sees an empty body
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The buffered body once, then the real channel (a streaming response waits on it to
+    learn that the client left)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 def _capped(receive: Receive, limit: int) -> Receive:
@@ -202,11 +241,26 @@ def current_policy() -> GuardPolicy | None:
 
 def policy_from(settings: MeshSettings, **overrides: Any) -> GuardPolicy:
     """The guard policy a mesh's settings ask for; routes with their own uploads override."""
+    allowed = list(settings.allowed_hosts)
+    if settings.host in WILDCARD_HOSTS and not allowed:
+        allowed = machine_names()  # exposed without a list: this machine's own names
     return GuardPolicy(
         host=settings.host,
-        allowed_hosts=list(settings.allowed_hosts),
+        allowed_hosts=allowed,
         max_body_bytes=settings.max_body_bytes,
         rate_limit_per_minute=settings.rate_limit_per_minute,
         api_keys=list(settings.api_keys),
         **overrides,
     )
+
+
+def machine_names() -> list[str]:
+    """This machine's host name, FQDN and addresses: what clients on the network use when the
+    operator binds to every interface without listing names (`MESH_ALLOWED_HOSTS`; `*` for
+    any, which re-opens DNS rebinding)."""
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    with contextlib.suppress(OSError):
+        names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+    return sorted(name.lower() for name in names if name)

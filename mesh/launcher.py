@@ -95,6 +95,9 @@ def running_mesh(
     }
     child_env.pop("MESH_REDIS_URL", None)
     command = [sys.executable, "-m", "mesh", "up", *([] if ui else ["--no-ui"])]
+    # The log holds the admin token `mesh up` prints once: readable by this user only.
+    log.touch(mode=0o600, exist_ok=True)
+    log.chmod(0o600)
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=child_env, stdout=out, stderr=subprocess.STDOUT)
     mesh = MeshProcess(f"http://127.0.0.1:{port}", home, process, log, dict(env or {}))

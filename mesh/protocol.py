@@ -6,8 +6,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from registry.text import check_encodable
 from router.decision import RouteDecision
 
 ROUTED_MODELS = frozenset({"mesh", "mesh/auto", "auto"})
@@ -90,7 +91,17 @@ class MeshOptions(BaseModel):
     aggregator: str | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ApiBody(BaseModel):
+    """Base of every request body: text in it must be encodable (see `registry.text`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        check_encodable(data)
+        return data
+
+
+class ChatCompletionRequest(ApiBody):
     """The subset of OpenAI's chat body the mesh honours, validated to OpenAI's ranges.
 
     OpenAI fields the mesh cannot honour (`UNSUPPORTED_FIELDS`, `n` > 1) are refused with a 400

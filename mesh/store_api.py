@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from ray.serve.handle import DeploymentHandle
 
 from mesh.http_auth import Gatekeeper
 from mesh.live import LiveFollower
+from mesh.protocol import ApiBody
 from mesh.search import rank, search_texts
 from mesh.settings import MeshSettings
 from registry import (
@@ -97,21 +98,21 @@ def service() -> StoreService:
     return _service
 
 
-class InstallRequest(BaseModel):
+class InstallRequest(ApiBody):
     version: str = LATEST
 
 
-class DeprecateRequest(BaseModel):
+class DeprecateRequest(ApiBody):
     version: str | None = None
     reason: str = Field(min_length=1, max_length=500)
 
 
-class YankRequest(BaseModel):
+class YankRequest(ApiBody):
     version: str
     reason: str = Field("yanked", max_length=500)
 
 
-class ScaleRequest(BaseModel):
+class ScaleRequest(ApiBody):
     replicas: int | None = Field(None, ge=0, le=64, description="A fixed replica count.")
     min_replicas: int | None = Field(None, ge=0, le=64)
     max_replicas: int | None = Field(None, ge=1, le=64)
@@ -124,7 +125,7 @@ class ScaleRequest(BaseModel):
         return self.min_replicas, self.max_replicas
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(ApiBody):
     id: str = Field(description="The `id` of a chat completion.")
     rating: Literal["up", "down"]
 
@@ -206,7 +207,7 @@ async def publish(request: Request, authorization: str | None = Header(None)) ->
     else:
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
             raise InvalidRequestError(
                 "body is not valid JSON (send YAML as application/yaml)"
             ) from None

@@ -23,6 +23,7 @@ import re
 import shutil
 import tarfile
 import uuid
+import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,7 +36,7 @@ from registry.errors import (
     InvalidRequestError,
     ManifestError,
     PayloadTooLargeError,
-    RegistryUnavailableError,
+    unreachable,
 )
 from registry.manifest import ARTIFACT_ID, ARTIFACT_SCHEME, artifact_id
 from registry.redis_server import redis_errors
@@ -116,7 +117,7 @@ class ArtifactStore:
         try:
             client.ping()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
-            raise RegistryUnavailableError(f"cannot reach Redis at {url}: {error}") from None
+            raise unreachable(url, error) from None
         return cls(client, url, max_bytes=max_bytes)
 
     # -- writing ----------------------------------------------------------------------------
@@ -258,8 +259,11 @@ def files_from_tar(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[s
         raise PayloadTooLargeError(f"upload is larger than {max_bytes} bytes")
     files: dict[str, bytes] = {}
     total = 0
+    raw = _gunzipped(body, max_bytes + (MAX_TAR_MEMBERS + 4) * 1024)
     try:
-        with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as archive:
+        # Plain tar bytes already in memory and capped: no header (a GNU long name, a pax
+        # record) can make tarfile read more than the upload holds.
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
             for count, member in enumerate(archive, start=1):
                 if count > MAX_TAR_MEMBERS:
                     raise InvalidRequestError(f"upload holds more than {MAX_TAR_MEMBERS} entries")
@@ -281,6 +285,21 @@ def files_from_tar(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[s
         raise InvalidRequestError(f"upload is not a readable tar or tar.gz: {error}") from None
     _check_bundle(list(files))
     return _unwrap(files)
+
+
+def _gunzipped(body: bytes, limit: int) -> bytes:
+    """A gzip body decompressed, refused as soon as it passes `limit` (a gzip bomb never
+    inflates in memory); anything else is returned as it is."""
+    if body[:2] != b"\x1f\x8b":
+        return body
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        raw = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise InvalidRequestError(f"upload is not a readable tar.gz: {error}") from None
+    if len(raw) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLargeError(f"upload unpacks to more than {limit} bytes")
+    return raw
 
 
 def _member_name(raw: str) -> str:

@@ -9,7 +9,9 @@ whether their own pins match, nothing about the server's filesystem.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+from functools import cache
 from pathlib import Path
 
 from registry.artifact_store import ArtifactStore, sha256_of
@@ -35,15 +37,39 @@ __all__ = [
 ]
 
 
+# A `package:` resource is weights a pip package ships (SmolLM2's GGUF is 98 MB): these bound
+# what one publish can make the server read and hash.
+MAX_PACKAGE_FILES = 64
+MAX_PACKAGE_BYTES = 2 * 2**30
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: Path) -> str:
-    return sha256_of(path)
+    """sha256 of a file, remembered by (path, size, mtime): re-publishing the same package
+    weights must not re-read gigabytes."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _hash_cache:
+        if len(_hash_cache) > 4096:
+            _hash_cache.clear()
+        _hash_cache[key] = sha256_of(path)
+    return _hash_cache[key]
+
+
+@cache
+def _distributed_packages() -> frozenset[str]:
+    """Top-level names that installed distributions provide (not folders that happen to be on
+    `sys.path`: Ray puts the driver's working directory there, where any folder is a
+    namespace package)."""
+    return frozenset(importlib.metadata.packages_distributions())
 
 
 def package_dir(package: str, field: str = "model.source") -> Path:
     """The folder of an installed package, found without importing it or its parents."""
     top, *rest = package.split(".")
     spec = importlib.util.find_spec(top)  # a top-level name: nothing is imported
-    if spec is None or not spec.submodule_search_locations:
+    installed = top in _distributed_packages() and spec is not None and spec.origin is not None
+    if spec is None or not spec.submodule_search_locations or not installed:
         raise ManifestError(
             f"{field}: package '{package}' is not installed; "
             f"install it with: pip install --no-deps {top.replace('_', '-')}",
@@ -97,13 +123,26 @@ def _source_hashes(
             raise ManifestError(f"{field}: artifact not found in the store", param=field)
         return {prefix + name: entry.sha256 for name, entry in index.files.items()}
     path = package_path(source, field)
+    files = [path] if path.is_file() else _package_files(path)
+    if len(files) > MAX_PACKAGE_FILES or sum(f.stat().st_size for f in files) > MAX_PACKAGE_BYTES:
+        raise ManifestError(
+            f"{field}: more than {MAX_PACKAGE_FILES} files or {MAX_PACKAGE_BYTES >> 30} GiB; "
+            "point at the weights themselves",
+            param=field,
+        )
     if path.is_file():
         return {prefix + path.name: sha256_file(path)}
-    return {
-        prefix + file.relative_to(path).as_posix(): sha256_file(file)
-        for file in sorted(path.rglob("*"))
-        if file.is_file() and not any(p.startswith(".") for p in file.relative_to(path).parts)
-    }
+    return {prefix + file.relative_to(path).as_posix(): sha256_file(file) for file in files}
+
+
+def _package_files(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and not any(p.startswith(".") for p in file.relative_to(folder).parts):
+            found.append(file)
+            if len(found) > MAX_PACKAGE_FILES:
+                break
+    return found
 
 
 def verify_pins(manifest: SpecialistManifest, hashes: dict[str, str], *, only: str = "") -> None:

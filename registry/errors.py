@@ -60,7 +60,30 @@ class UnavailableError(MeshError):
 
 
 class RegistryUnavailableError(UnavailableError):
-    """Redis cannot be reached; the message names the URL that failed."""
+    """Redis cannot be reached. The message is for anyone (no URL: it can hold a password or a
+    server path); `detail` names the URL, password redacted, for logs and the local CLI."""
+
+    def __init__(self, message: str, *, param: str | None = None, detail: str = "") -> None:
+        super().__init__(message, param=param)
+        self.detail = detail
+
+
+def unreachable(url: str, error: object) -> RegistryUnavailableError:
+    """The error for a Redis that does not answer: a public message and a redacted detail."""
+    return RegistryUnavailableError(
+        "cannot reach Redis: the store is unavailable; retry shortly",
+        detail=f"cannot reach Redis at {redact_url(url)}: {error}".replace(url, redact_url(url)),
+    )
+
+
+def redact_url(url: str) -> str:
+    """`redis://user:secret@host` -> `redis://user:***@host`."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 class AuthenticationError(MeshError):

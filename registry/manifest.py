@@ -23,12 +23,13 @@ from pydantic import (
 )
 
 from registry.errors import ManifestError
+from registry.text import check_encodable
 
 SCHEMA_VERSION: Literal[1] = 1
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-.]+)?$"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-.]+)?\Z"
 )
 RESERVED_NAMES = frozenset({"mesh", "auto", "mesh-auto"})
 
@@ -37,15 +38,15 @@ RESERVED_NAMES = frozenset({"mesh", "auto", "mesh-auto"})
 # tell a publisher what exists on the server.
 PACKAGE_SCHEME = "package:"
 ARTIFACT_SCHEME = "artifact:"
-TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-ARTIFACT_ID = re.compile(r"^[0-9a-f]{64}$")
-PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}(?:\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}$")
-RESOURCE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
-REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
-SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+#._-]{0,39}$")
-PIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]{0,199}$")
+TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
+ARTIFACT_ID = re.compile(r"^[0-9a-f]{64}\Z")
+PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}(?:\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}\Z")
+RESOURCE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}\Z")
+REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}\Z")
+SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}\Z")
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+#._-]{0,39}\Z")
+PIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]{0,199}\Z")
 SOURCE_FORMS = (
     "'package:<python package>/<relative path>', a hub id 'org/name' or 'artifact:<sha256>' "
     "(upload local files with 'mesh register' or POST /v1/artifacts)"
@@ -206,21 +207,23 @@ class GenerationDefaults(_Strict):
 
 
 class Resources(_Strict):
-    num_cpus: float = Field(0.25, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    memory: int | None = Field(None, ge=0, description="Bytes of memory to reserve.")
+    num_cpus: float = Field(0.25, gt=0, le=256)
+    num_gpus: float = Field(0.0, ge=0, le=16)
+    memory: int | None = Field(None, ge=0, le=2**40, description="Bytes of memory to reserve.")
 
 
 class Scaling(_Strict):
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    target_ongoing_requests: float = Field(4.0, gt=0)
-    max_ongoing_requests: int = Field(8, ge=1, description="Requests one replica takes at once.")
+    min_replicas: int = Field(1, ge=0, le=64)
+    max_replicas: int = Field(1, ge=1, le=64)
+    target_ongoing_requests: float = Field(4.0, gt=0, le=1024)
+    max_ongoing_requests: int = Field(
+        8, ge=1, le=1024, description="Requests one replica takes at once."
+    )
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Rows one replica decodes together (continuous batching)."
     )
     max_queued_requests: int = Field(
-        32, ge=1, description="Requests waiting per caller before new ones get HTTP 503."
+        32, ge=1, le=4096, description="Requests waiting per caller before new ones get HTTP 503."
     )
 
     @model_validator(mode="after")
@@ -336,6 +339,10 @@ def parse_manifest(data: Any, source: str = "manifest") -> SpecialistManifest:
     """Validate already-parsed data; raise ManifestError naming every bad field."""
     if not isinstance(data, dict):
         raise ManifestError(f"{source} must be a mapping of fields, got {type(data).__name__}")
+    try:
+        check_encodable(data)
+    except ValueError as error:
+        raise ManifestError(f"{source} is invalid: {error}") from None
     try:
         return SpecialistManifest.model_validate(data)
     except ValidationError as error:

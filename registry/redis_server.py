@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from registry.errors import RegistryUnavailableError
+from registry.errors import RegistryUnavailableError, unreachable
 
 SOCKET_NAME = "redis.sock"
 
@@ -39,7 +39,7 @@ def redis_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise RegistryUnavailableError(f"cannot reach Redis at {url}: {error}") from None
+        raise unreachable(url, error) from None
 
 
 def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
@@ -50,7 +50,7 @@ def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
-        raise RegistryUnavailableError(f"cannot reach Redis at {url}: {error}") from None
+        raise unreachable(url, error) from None
     return client
 
 

@@ -103,10 +103,12 @@ class Registry:
     ) -> SpecialistManifest:
         """Store a new immutable version; refuse an existing or lower version (409).
 
-        Installed specialists pinned to "latest" move to the new version in the same
-        transaction; with `install`, a specialist not yet installed is installed, but only
-        when the operator publishes (publishing is not installing). `principal=None` is a
-        trusted caller inside the mesh; the HTTP API and the CLI always say who asks.
+        Publishing is not installing: only the operator's publishes change what runs. Then an
+        install pinned to "latest" moves to the new version in the same transaction, and with
+        `install` a specialist not yet installed is installed. A publisher's new version waits
+        for the operator's `install` (new weights, prompts or resource asks go live only when
+        the operator says so). `principal=None` is a trusted caller inside the mesh; the HTTP
+        API and the CLI always say who asks.
         """
         principal = principal or TRUSTED
         principal.require_publisher(f"publishing {manifest.name}")
@@ -126,7 +128,8 @@ class Registry:
             pipe.hsetnx(keys.meta(name), "owner", manifest.owner)
             pipe.hsetnx(keys.meta(name), "created_at", str(time.time()))
             _event(pipe, "publish", name, version)
-            if (state is not None and state.pin == LATEST) or (state is None and install):
+            follows = state is not None and state.pin == LATEST and principal.operator
+            if follows or (state is None and install):
                 pipe.hset(
                     keys.INSTALLED,
                     name,
@@ -163,8 +166,14 @@ class Registry:
 
     def delete(self, name: str, principal: Principal) -> None:
         """Remove a specialist with every version, its stats, and its install."""
-        versions = self.versions(name)
         principal.require_owner(self.owner(name), f"deleting {name}")
+        versions = self.versions(name)
+        if not principal.operator and self.install_states().get(name) is not None:
+            raise ConflictError(
+                f"{name} is installed in this mesh; the operator uninstalls it first "
+                "(deleting would take it out of the mesh)",
+                param="name",
+            )
         with self._errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.delete(*[keys.manifest(name, v) for v in versions], *keys.all_for(name))
             pipe.srem(keys.SPECIALISTS, name)

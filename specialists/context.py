@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from registry.errors import MeshError
 from specialists.messages import ContextState, Message, TraceEvent, Trust
 
 
@@ -146,7 +147,7 @@ class MeshContext:
             late = AskResult(text="", ok=False, note="deadline passed while waiting")
             return self._record(to, hop, kind, content, "timeout", _ms(started), late)
         except Exception as error:  # the receiver failed: the asker carries on without it
-            failed = AskResult(text="", ok=False, note=f"{type(error).__name__}: {error}"[:300])
+            failed = AskResult(text="", ok=False, note=_failure_note(error))
             return self._record(to, hop, kind, content, "error", _ms(started), failed)
         self.spend(spent_by(reply))
         result = AskResult(text=reply.text, ok=True, trust=reply.trust, trace=reply.trace)
@@ -217,3 +218,13 @@ async def send(message: Message, state: ContextState, max_tokens: int | None) ->
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _failure_note(error: BaseException) -> str:
+    """Why an ask failed, fit for the response trace: a mesh error's own message, otherwise the
+    exception's type only (Ray's errors carry pids, addresses and server paths)."""
+    cause = getattr(error, "cause", None)  # Ray wraps what the receiver raised
+    original = cause if isinstance(cause, BaseException) else error
+    if isinstance(original, MeshError):
+        return f"{type(original).__name__}: {original.message}"[:300]
+    return f"{type(original).__name__} in the receiver"

@@ -24,8 +24,14 @@ class _MeshGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except MeshError as error:
-            typer.echo(f"Error: {error.message}", err=True)
+            typer.echo(f"Error: {cli_message(error)}", err=True)
             raise typer.Exit(1) from None
+
+
+def cli_message(error: MeshError) -> str:
+    """What the local user sees: the operator's detail (which Redis URL failed) where there is
+    one; HTTP clients get only the public message."""
+    return getattr(error, "detail", "") or error.message
 
 
 def command_group(name: str, help: str) -> typer.Typer:
@@ -98,5 +104,5 @@ def main() -> None:
     try:
         app()
     except MeshError as error:
-        typer.echo(f"Error: {error.message}", err=True)
+        typer.echo(f"Error: {cli_message(error)}", err=True)
         sys.exit(1)

@@ -271,9 +271,13 @@ async def run(text: str, ctx: MeshContext) -> str:
         expressions = list(dict.fromkeys(find_expressions(text)))[:MAX_PER_REQUEST]
         if not expressions:
             return f"{DECLINE}: {error}"
-        results = [await answer(expression) for expression in expressions]
+        results: list[str] = []
+        for expression in expressions:
+            results.append(await answer(expression))
+            if results[-1].startswith(f"{DECLINE}: took longer"):
+                break  # one slow expression per request: the rest would only hold workers
         return "; ".join(
             f"{e}: {r}" if r.startswith(DECLINE) else f"{e} = {r}"
-            for e, r in zip(expressions, results, strict=True)
+            for e, r in zip(expressions, results, strict=False)
         )
     return await answer(text)

@@ -49,8 +49,13 @@ class Sandbox:
         self._idle: list[_Worker] = []
 
     def call(self, text: str) -> str:
-        """target(text) in a worker; raises SandboxError on any failure, timeouts included."""
-        with self._slots:
+        """target(text) in a worker; raises SandboxError on any failure, timeouts included.
+
+        Waiting for a free worker is bounded too: when slow calls hold every worker, a new
+        call says the tool is busy instead of queueing behind them unseen."""
+        if not self._slots.acquire(timeout=self.timeout_s * 2):
+            raise SandboxError("busy with other slow expressions; retry shortly")
+        try:
             worker = self._take()
             try:
                 ok, value = worker.ask(text, self.timeout_s)
@@ -59,6 +64,8 @@ class Sandbox:
                 raise
             with self._lock:
                 self._idle.append(worker)
+        finally:
+            self._slots.release()
         if not ok:
             raise SandboxError(value)
         return value

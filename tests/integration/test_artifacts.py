@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,17 @@ def test_package_resources_stay_inside_their_package() -> None:
     assert list(pinned.model.sha256) == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
 
 
+def test_a_folder_on_sys_path_is_not_a_package(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Ray puts the driver's working directory on every worker's sys.path, where any folder is
+    a namespace package: only installed distributions count, so nothing there is hashed."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "id_rsa").write_text("secret")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ManifestError, match="not installed") as error:
+        pin_artifacts(parse_manifest(manifest_data(model={"source": "package:keys/id_rsa"})))
+    assert "secret" not in error.value.message and str(tmp_path) not in error.value.message
+
+
 def test_replicas_resolve_artifacts_into_their_cache(
     store: ArtifactStore, redis_url: str, tmp_path: Path
 ) -> None:
@@ -262,6 +274,18 @@ def test_tar_uploads_are_bounded() -> None:
         files_from_tar(many)
     with pytest.raises(InvalidRequestError, match="not a readable tar"):
         files_from_tar(b"definitely not a tar")
+    # A GNU long-name header claiming 50 MB of name: tarfile would read it all into memory
+    # before any member check; the capped gunzip refuses it first.
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, 50 << 20
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bomb = packer.compress(header.tobuf(format=tarfile.GNU_FORMAT))
+    for _ in range(50):
+        bomb += packer.compress(bytes(1 << 20))
+    bomb += packer.flush()
+    assert len(bomb) < 1 << 20
+    with pytest.raises(PayloadTooLargeError, match="unpacks to more than"):
+        files_from_tar(bomb, max_bytes=1 << 20)
     with pytest.raises(InvalidRequestError, match="at least one file"):
         files_from_tar(tar_of())
 

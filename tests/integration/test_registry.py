@@ -66,10 +66,14 @@ def test_unknown_specialist_is_404(registry: Registry) -> None:
     assert error.value.status_code == 404
 
 
-def test_unreachable_redis_names_the_url() -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    with pytest.raises(RegistryUnavailableError, match=f"cannot reach Redis at {url}"):
+def test_unreachable_redis_names_the_url_to_the_operator_only() -> None:
+    url = f"redis://admin:s3cret@127.0.0.1:{free_port()}/0"
+    with pytest.raises(RegistryUnavailableError) as raised:
         Registry.from_url(url)
+    assert "cannot reach Redis" in raised.value.message
+    assert "127.0.0.1" not in raised.value.message, "clients see no address or password"
+    assert f"redis://admin:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in raised.value.detail
+    assert "s3cret" not in raised.value.detail
 
 
 def test_embedded_server_persists_across_restarts(tmp_path: Path) -> None:

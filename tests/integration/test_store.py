@@ -88,20 +88,24 @@ def test_operator_actions_need_the_admin_token_when_configured(registry: Registr
 
 def test_publishing_is_not_installing(registry: Registry) -> None:
     owner = registry.principal(registry.tokens.create("tests"), ADMIN)
+    admin = registry.principal(ADMIN, ADMIN)
     publish(registry, "1.0.0", owner)
-    registry.publish(
-        parse_manifest(manifest_data(version="1.0.0", name="other")), owner, install=True
-    )
+    other = parse_manifest(manifest_data(version="1.0.0", name="other"))
+    registry.publish(other, owner, install=True)
     assert registry.install_states() == {}, "an owner's publish never installs"
-    publish(registry, "1.1.0", registry.principal(ADMIN, ADMIN))
-    assert registry.install_states() == {}
-    registry.publish(
-        parse_manifest(manifest_data(version="1.0.0", name="third")),
-        registry.principal(ADMIN, ADMIN),
-        install=True,
-    )
-    assert list(registry.install_states()) == ["third"], "the operator's publish may install"
-
+    registry.install("demo", "latest", admin)
+    publish(registry, "1.1.0", owner, scaling={"min_replicas": 4, "max_replicas": 4})
+    assert registry.installed()["demo"].version == "1.0.0", "an owner's version waits"
+    registry.install("demo", "latest", admin)
+    assert registry.installed()["demo"].version == "1.1.0", "until the operator installs it"
+    publish(registry, "1.2.0", admin)
+    assert registry.installed()["demo"].version == "1.2.0", "the operator's publish rolls"
+    third = parse_manifest(manifest_data(version="1.0.0", name="third"))
+    registry.publish(third, admin, install=True)
+    assert set(registry.install_states()) == {"demo", "third"}
+    with pytest.raises(ConflictError, match="uninstalls it first"):
+        registry.delete("demo", owner)
+    registry.delete("other", owner)  # not installed: the owner's to delete
 
 def test_latest_pin_follows_publishes_and_exact_pin_stays(registry: Registry) -> None:
     admin = Principal(admin=True, operator=True)

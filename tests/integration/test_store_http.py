@@ -127,6 +127,15 @@ def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_source: 
         timeout=60,
     )
     assert upgrade.status_code == 201, upgrade.text
+    assert upgrade.json()["installed"] is False
+    time.sleep(3)
+    assert live_versions(mesh).get("tiny") == "0.1.0", "an owner's new version waits"
+    owner_install = httpx.post(
+        f"{url}/tiny/install", json={}, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert owner_install.status_code == 403, "installing is the operator's"
+    rolled = httpx.post(f"{url}/tiny/install", json={}, headers=ADMIN, timeout=30)
+    assert rolled.status_code == 200 and rolled.json()["version"] == "0.2.0", rolled.text
     wait_for(lambda: live_versions(mesh).get("tiny") == "0.2.0", 180, "tiny rolled to 0.2.0")
     duplicate = httpx.post(
         url,
@@ -225,6 +234,8 @@ def test_deprecate_yank_delete_over_http(mesh: RunningMesh) -> None:
     assert get_json(url)["yanked_versions"] == {"0.2.0": "bad"}
 
     assert httpx.delete(url, timeout=30).status_code == 401
+    installed = httpx.delete(url, headers=owner, timeout=30)
+    assert installed.status_code == 409, "an owner cannot take a specialist out of the mesh"
     assert httpx.delete(url, headers=admin, timeout=30).status_code == 200
     assert httpx.get(url, timeout=30).status_code == 404
     wait_for(lambda: "tiny" not in live_versions(mesh), 120, "deleted tiny to leave the mesh")

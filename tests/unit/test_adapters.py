@@ -131,6 +131,7 @@ def test_controller_keeps_a_pool_while_a_specialist_needs_it(
     ctrl = module.MeshController.__new__(module.MeshController)
     ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}  # type: ignore[assignment]
     ctrl.sources = module.SourceOptions()
+    ctrl.unbuildable, ctrl.build_errors = {}, {}
     registry: _Registry = ctrl.registry  # type: ignore[assignment]
     pool = pool_app_name(_base(lora("a")))
 
@@ -150,3 +151,37 @@ def test_controller_keeps_a_pool_while_a_specialist_needs_it(
     asyncio.run(ctrl._reconcile())
     assert calls == [("delete", "b"), ("delete-pool", pool)]
     assert ctrl.pools == {}
+
+
+def test_one_manifest_serve_refuses_fails_alone(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A manifest Serve will not take (a bad option) is DEPLOY_FAILED; the others deploy."""
+    import mesh.controller as module
+
+    deployed: list[str] = []
+
+    def deploy(manifest, _sources) -> None:  # type: ignore[no-untyped-def]
+        if manifest.name == "bad":
+            raise ValueError("Value out of range")
+        deployed.append(manifest.name)
+
+    monkeypatch.setattr(module, "_deploy", deploy)
+
+    async def no_states(self) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    monkeypatch.setattr(module.MeshController, "_refresh_states", no_states)
+    ctrl = module.MeshController.__new__(module.MeshController)
+    ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}  # type: ignore[assignment]
+    ctrl.sources = module.SourceOptions()
+    ctrl.unbuildable, ctrl.build_errors = {}, {}
+    registry: _Registry = ctrl.registry  # type: ignore[assignment]
+    registry.manifests = {
+        "a": lora("a", adapter=None),
+        "bad": lora("bad", adapter=None),
+        "z": lora("z", adapter=None),
+    }
+    asyncio.run(ctrl._reconcile())
+    assert sorted(deployed) == ["a", "z"] and "bad" not in ctrl.deployed
+    assert "Value out of range" in ctrl.build_errors["bad"]
+    asyncio.run(ctrl._reconcile())
+    assert sorted(deployed) == ["a", "z"], "not retried until the manifest changes"

@@ -49,11 +49,23 @@ def test_foreign_host_headers_are_refused_loopback_and_listed_pass() -> None:
     assert rebound.status_code == 421 and rebound.json()["error"]["param"] == "host"
 
 
-def test_wildcard_bind_without_a_list_accepts_any_host() -> None:
-    client = guarded(GuardPolicy(host="0.0.0.0"))
-    assert client.get("/v1/ping", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+def test_a_wildcard_bind_accepts_this_machines_names_not_any_host() -> None:
+    import socket
+
+    from mesh.http_guard import policy_from
+
+    exposed = policy_from(MeshSettings(host="0.0.0.0"))
+    client = guarded(exposed)
+    assert (
+        client.get("/v1/ping", headers={"Host": f"{socket.gethostname()}:8000"}).status_code == 200
+    )
+    assert client.get("/v1/ping", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/v1/ping", headers={"Host": "evil.example"}).status_code == 421
+    assert client.get("/v1/ping", headers={"Host": "LOCALHOST."}).status_code == 200
     listed = guarded(GuardPolicy(host="0.0.0.0", allowed_hosts=["mesh.example"]))
     assert listed.get("/v1/ping", headers={"Host": "10.1.2.3"}).status_code == 421
+    anything = guarded(GuardPolicy(host="0.0.0.0", allowed_hosts=["*"]))
+    assert anything.get("/v1/ping", headers={"Host": "10.1.2.3"}).status_code == 200
 
 
 def test_bodies_over_the_limit_are_413_before_the_route_reads_them() -> None:
@@ -70,6 +82,13 @@ def test_bodies_over_the_limit_are_413_before_the_route_reads_them() -> None:
         "/v1/echo", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert streamed.status_code == 413
+
+    def small():  # chunked and under the limit: replayed to the route whole
+        yield b'{"x": '
+        yield b'"abc"}'
+
+    fine = client.post("/v1/echo", content=small(), headers={"Content-Type": "application/json"})
+    assert fine.status_code == 200 and fine.json() == {"bytes": 12}
 
 
 def test_write_routes_take_json_not_what_a_browser_sends_cross_site() -> None:

@@ -132,3 +132,33 @@ def test_engine_params_bound_seed_and_stops() -> None:
     with pytest.raises(ValidationError, match="stop"):
         GenerationParams(stop=["x" * 257])
     assert GenerationParams(seed=-(2**63)).seed == -(2**63)
+
+
+def test_lone_surrogates_are_refused_at_the_boundary() -> None:
+    """JSON lets '\\udc00' through; tokenizers, Redis and error bodies cannot encode it."""
+    import pydantic
+
+    from mesh.protocol import ChatCompletionRequest
+    from registry import parse_manifest
+    from registry.errors import ManifestError
+    from tests.conftest import manifest_data
+
+    bodies = [
+        {"model": "general", "messages": [{"role": "user", "content": "h\udc00i"}]},
+        {"model": "nope\udc00", "messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "user", "content": "hi"}], "stop": ["\udc00"]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
+    ]
+    for body in bodies:
+        try:
+            ChatCompletionRequest.model_validate(body)
+        except pydantic.ValidationError as error:
+            assert "lone surrogate" in str(error)
+        else:
+            raise AssertionError(f"accepted {body}")
+    try:
+        parse_manifest(manifest_data(description="bad \udc00 text"))
+    except ManifestError as error:
+        assert "lone surrogate" in error.message
+    else:
+        raise AssertionError("a manifest with a lone surrogate was accepted")
