@@ -9,7 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mesh.launcher import MeshProcess, running_mesh
+from mesh.launcher import MeshProcess, free_port, running_mesh
+from registry.redis_server import EmbeddedRedis
+from specialists.sources import SourceOptions
 
 STARTUP_TIMEOUT_S = 900
 ADMIN_TOKEN = "test-admin-token"
@@ -31,6 +33,19 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
             yield process
     except (RuntimeError, TimeoutError) as error:
         pytest.fail(str(error))
+
+
+@pytest.fixture(scope="module")
+def options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceOptions]:
+    """A real Redis for `artifact:` sources, and a replica's cache folder."""
+    root = tmp_path_factory.mktemp("artifacts")
+    with EmbeddedRedis(root / "redis", port=free_port()) as server:
+        yield SourceOptions(redis_url=server.url, cache_dir=str(root / "cache"))
+
+
+def upload(options: SourceOptions, folder: Path) -> str:
+    """What `mesh register` does with a local path: upload it, name it `artifact:<id>`."""
+    return "artifact:" + options.store().upload_dir(folder)
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 1.0):  # type: ignore[no-untyped-def]

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mesh.launcher import free_port
 from registry import ManifestError, SpecialistManifest, parse_manifest
-from registry.redis_server import EmbeddedRedis
 from specialists.engine import ChatMessage, GenerationParams
 from specialists.sources import SourceOptions
 from specialists.transformers_engine import TransformersEngine
 from tests.conftest import manifest_data
+from tests.integration.conftest import upload
 
 pytestmark = pytest.mark.slow
 QUESTION = [ChatMessage(role="user", content="Name three colours.")]
@@ -34,19 +33,6 @@ def save_random_lora(base: Path, folder: Path, seed: int) -> Path:
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(str(folder))
     return folder
-
-
-@pytest.fixture(scope="module")
-def options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceOptions]:
-    """A real Redis for `artifact:` sources, and a replica's cache folder."""
-    root = tmp_path_factory.mktemp("artifacts")
-    with EmbeddedRedis(root / "redis", port=free_port()) as server:
-        yield SourceOptions(redis_url=server.url, cache_dir=str(root / "cache"))
-
-
-def upload(options: SourceOptions, folder: Path) -> str:
-    """What `mesh register` does with a local path: upload it, name it `artifact:<id>`."""
-    return "artifact:" + options.store().upload_dir(folder)
 
 
 @pytest.fixture(scope="module")

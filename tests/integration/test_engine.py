@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mesh.launcher import free_port
 from registry import InvalidRequestError, parse_manifest
-from registry.redis_server import EmbeddedRedis
 from specialists.catalog import SMOLLM2_SOURCE
 from specialists.engine import ChatMessage, GenerationParams
 from specialists.sources import SourceOptions
 from specialists.transformers_engine import TransformersEngine
 from tests.conftest import manifest_data
+from tests.integration.conftest import upload
 
 pytestmark = pytest.mark.slow
 HELLO = [ChatMessage(role="user", content="Say hello in one short sentence.")]
@@ -26,19 +24,6 @@ def _engine(source: str, options: SourceOptions | None = None, **model: object):
     engine = TransformersEngine(parse_manifest(data), options)
     engine.load()
     return engine
-
-
-@pytest.fixture(scope="module")
-def options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceOptions]:
-    """A real Redis for `artifact:` sources, and a replica's cache folder."""
-    root = tmp_path_factory.mktemp("artifacts")
-    with EmbeddedRedis(root / "redis", port=free_port()) as server:
-        yield SourceOptions(redis_url=server.url, cache_dir=str(root / "cache"))
-
-
-def upload(options: SourceOptions, folder: Path) -> str:
-    """What `mesh register` does with a local path: upload it, name it `artifact:<id>`."""
-    return "artifact:" + options.store().upload_dir(folder)
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,41 @@ class TestWithApiKeys:
         bearer = httpx.get(f"{ui}/", headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
         assert bearer.status_code == 200
 
+    def test_every_gateway_route_needs_a_key_and_a_key_writes_nothing(
+        self, keyed_mesh: MeshProcess
+    ) -> None:
+        base = keyed_mesh.base_url
+        key = {"Authorization": f"Bearer {KEY}"}
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        reads = ["/v1/models", "/v1/specialists", "/v1/specialists/code", "/healthz"]
+        for path in reads:
+            assert httpx.get(base + path, timeout=30).status_code == 401, path
+            wrong = httpx.get(base + path, headers={"Authorization": "Bearer nope"}, timeout=30)
+            assert wrong.status_code == 401, path
+            assert httpx.get(base + path, headers=key, timeout=30).status_code == 200, path
+            assert httpx.get(base + path, headers=admin, timeout=30).status_code == 200, path
+        chat = {"model": "math", "messages": [{"role": "user", "content": "2+2"}]}
+        url = f"{base}/v1/chat/completions"
+        assert httpx.post(url, json=chat, timeout=60).status_code == 401
+        assert httpx.post(url, json=chat, headers=key, timeout=60).status_code == 200
+        route = httpx.post(f"{base}/v1/route", json={"text": "hi"}, timeout=30)
+        assert route.status_code == 401
+        writes = [
+            ("POST", "/v1/specialists", {"name": "x"}),
+            ("POST", "/v1/specialists/code/install", {}),
+            ("DELETE", "/v1/specialists/code/install", None),
+            ("POST", "/v1/specialists/code/scale", {"replicas": 2}),
+            ("DELETE", "/v1/specialists/code", None),
+        ]
+        for method, path, body in writes:
+            for headers in ({}, key):  # an API key lets you use the mesh, not change it
+                response = httpx.request(
+                    method, base + path, json=body, headers=headers, timeout=30
+                )
+                assert response.status_code == 401, (method, path, headers, response.text)
+        listing = httpx.get(f"{base}/v1/specialists/code", headers=key, timeout=30).json()
+        assert listing["installed"], "nothing changed"
+
     def test_the_ui_reads_with_its_key_and_writes_only_with_yours(
         self, keyed_mesh: MeshProcess, tmp_path: Path
     ) -> None:

@@ -124,15 +124,8 @@ def test_controller_keeps_a_pool_while_a_specialist_needs_it(
     monkeypatch.setattr(module, "_deploy_pool", lambda n, c, _s: calls.append(("pool", n)))
     monkeypatch.setattr(module, "_delete_app", lambda n: calls.append(("delete-pool", n)))
 
-    async def no_states(self: Any) -> None:
-        return None
-
-    monkeypatch.setattr(module.MeshController, "_refresh_states", no_states)
-    ctrl = module.MeshController.__new__(module.MeshController)
-    ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}  # type: ignore[assignment]
-    ctrl.sources = module.SourceOptions()
-    ctrl.unbuildable, ctrl.build_errors = {}, {}
-    registry: _Registry = ctrl.registry  # type: ignore[assignment]
+    ctrl = bare_controller(module, monkeypatch)
+    registry: _Registry = ctrl.registry
     pool = pool_app_name(_base(lora("a")))
 
     registry.manifests = {"a": lora("a"), "b": lora("b"), "plain": lora("plain", adapter=None)}
@@ -166,15 +159,8 @@ def test_one_manifest_serve_refuses_fails_alone(monkeypatch) -> None:  # type: i
 
     monkeypatch.setattr(module, "_deploy", deploy)
 
-    async def no_states(self) -> None:  # type: ignore[no-untyped-def]
-        return None
-
-    monkeypatch.setattr(module.MeshController, "_refresh_states", no_states)
-    ctrl = module.MeshController.__new__(module.MeshController)
-    ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}  # type: ignore[assignment]
-    ctrl.sources = module.SourceOptions()
-    ctrl.unbuildable, ctrl.build_errors = {}, {}
-    registry: _Registry = ctrl.registry  # type: ignore[assignment]
+    ctrl = bare_controller(module, monkeypatch)
+    registry: _Registry = ctrl.registry
     registry.manifests = {
         "a": lora("a", adapter=None),
         "bad": lora("bad", adapter=None),
@@ -185,3 +171,17 @@ def test_one_manifest_serve_refuses_fails_alone(monkeypatch) -> None:  # type: i
     assert "Value out of range" in ctrl.build_errors["bad"]
     asyncio.run(ctrl._reconcile())
     assert sorted(deployed) == ["a", "z"], "not retried until the manifest changes"
+
+
+def bare_controller(module: Any, monkeypatch: Any) -> Any:
+    """A MeshController without Ray or Redis: a fake registry, no Serve status reads."""
+
+    async def no_states(self: Any) -> None:
+        return None
+
+    monkeypatch.setattr(module.MeshController, "_refresh_states", no_states)
+    ctrl = module.MeshController.__new__(module.MeshController)
+    ctrl.registry, ctrl.deployed, ctrl.pools = _Registry(), {}, {}
+    ctrl.sources = module.SourceOptions()
+    ctrl.unbuildable, ctrl.build_errors = {}, {}
+    return ctrl
