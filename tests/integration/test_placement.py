@@ -101,7 +101,10 @@ def mesh_on_cluster(
 
 
 def mesh_status(mesh: MeshProcess, *args: str) -> str:
-    result = CliRunner().invoke(app, ["status", "--url", mesh.base_url, *args])
+    """`mesh status` as the operator on this machine: the CLI reads the admin token that
+    `mesh up` wrote under MESH_HOME, and so sees replica details (nodes)."""
+    env = {"MESH_HOME": str(mesh.home), "MESH_ADMIN_TOKEN": None}
+    result = CliRunner().invoke(app, ["status", "--url", mesh.base_url, *args], env=env)  # type: ignore[arg-type]
     assert result.exit_code == 0, result.output
     return result.stdout
 

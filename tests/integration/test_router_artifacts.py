@@ -143,6 +143,7 @@ def mesh_env(
     home = tmp_path / "home"
     monkeypatch.setenv("MESH_REDIS_URL", redis_url)
     monkeypatch.setenv("MESH_HOME", str(home))
+    monkeypatch.setenv("MESH_ADMIN_TOKEN", "fit-admin")  # fitting the mesh's router: operator
     monkeypatch.setattr(router_cli, "load_encoder", lambda path: BagOfWordsEncoder())
     registry = Registry.from_url(redis_url)
     for name, texts in EXAMPLES.items():
@@ -158,6 +159,9 @@ def write_jsonl(path: Path, rows: list[LabelledQuery]) -> Path:
 def test_fit_against_the_store(mesh_env: tuple[Registry, Path], tmp_path: Path) -> None:
     registry, home = mesh_env
     val = write_jsonl(tmp_path / "val.jsonl", LABELLED)
+    refused = runner.invoke(router_app, ["fit", "--no-finetune"], env={"MESH_ADMIN_TOKEN": ""})
+    assert refused.exit_code == 1 and "needs the admin token" in refused.output
+    assert RouterArtifactStore(registry.client, registry.url).current() is None
     result = runner.invoke(router_app, ["fit", "--no-finetune", "--val", str(val), "--json"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
@@ -195,6 +199,7 @@ def test_fit_with_nothing_installed_says_what_to_do(
 ) -> None:
     monkeypatch.setenv("MESH_REDIS_URL", redis_url)
     monkeypatch.setenv("MESH_HOME", str(tmp_path))
+    monkeypatch.setenv("MESH_ADMIN_TOKEN", "fit-admin")
     result = runner.invoke(router_app, ["fit", "--no-finetune"])
     assert result.exit_code == 1
     assert "mesh install" in result.output
