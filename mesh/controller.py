@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mesh.health import FAILED_STATUSES
 from mesh.settings import MeshSettings
 from registry import Registry, RegistryUnavailableError, SpecialistManifest
 from specialists.adapter_pool import PoolConfig, build_pool_app, pool_configs
@@ -29,7 +30,7 @@ SLOW_SCHEDULING = "to be scheduled"
 # Serve statuses reported as PENDING when replicas wait for resources.
 WAITING_STATUSES = ("DEPLOYING", "NOT_STARTED")
 # Not live, and not worth waiting for: the mesh is ready without them.
-SETTLED_NOT_LIVE = frozenset({"PENDING", "DEPLOY_FAILED", "UNHEALTHY"})
+SETTLED_NOT_LIVE = FAILED_STATUSES | {"PENDING"}
 _EPSILON = 1e-6  # Ray keeps resources in fixed point
 
 

@@ -44,9 +44,14 @@ MAX_PACKAGE_BYTES = 2 * 2**30
 _hash_cache: dict[tuple[str, int, int], str] = {}
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime): re-publishing the same package
-    weights must not re-read gigabytes."""
+sha256_file = sha256_of  # the name other packages (router artifacts) verify files with
+
+
+def _package_file_sha256(path: Path) -> str:
+    """sha256 of a package's file, remembered by (path, size, mtime): re-publishing the same
+    package weights must not re-read gigabytes. Only `package:` sources (installed code) use
+    it, and a replica checks them in a fresh process; `sha256_file`, which the router's
+    artifact checks use, always reads the file, so a swap that keeps size and mtime is caught."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _hash_cache:
@@ -131,8 +136,10 @@ def _source_hashes(
             param=field,
         )
     if path.is_file():
-        return {prefix + path.name: sha256_file(path)}
-    return {prefix + file.relative_to(path).as_posix(): sha256_file(file) for file in files}
+        return {prefix + path.name: _package_file_sha256(path)}
+    return {
+        prefix + file.relative_to(path).as_posix(): _package_file_sha256(file) for file in files
+    }
 
 
 def _package_files(folder: Path) -> list[Path]:
