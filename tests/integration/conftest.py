@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,19 @@ def options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceOptions]
 def upload(options: SourceOptions, folder: Path) -> str:
     """What `mesh register` does with a local path: upload it, name it `artifact:<id>`."""
     return "artifact:" + options.store().upload_dir(folder)
+
+
+def owner_token(mesh: MeshProcess, owner: str) -> str:
+    """A store token for `owner`, issued the way an operator does: `mesh token create`."""
+    from typer.testing import CliRunner
+
+    from mesh.cli import app
+
+    result = CliRunner().invoke(
+        app, ["token", "create", "--owner", owner, "--json", "--token", ADMIN_TOKEN], env=mesh.env
+    )
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["token"])
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 1.0):  # type: ignore[no-untyped-def]

@@ -34,10 +34,8 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events, from_schema
 from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER, HookContext
 from schemathesis.schemas import BaseSchema
-from typer.testing import CliRunner
 
-from mesh.cli import app
-from tests.integration.conftest import ADMIN_TOKEN, RunningMesh
+from tests.integration.conftest import RunningMesh, owner_token
 
 pytestmark = pytest.mark.slow
 
@@ -262,15 +260,6 @@ CHAT_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def create_owner_token(mesh: RunningMesh, owner: str) -> str:
-    """A store token for a throwaway owner, issued the way an operator would (the CLI)."""
-    result = CliRunner().invoke(
-        app, ["token", "create", "--owner", owner, "--json", "--token", ADMIN_TOKEN], env=mesh.env
-    )
-    assert result.exit_code == 0, result.output
-    return str(json.loads(result.stdout)["token"])
-
-
 def store_state(mesh: RunningMesh) -> list[tuple[Any, ...]]:
     """What the fuzzer must not change: every card's version, owner, install, deprecation and
     yank state, and the live models (usage stats move with every request: left out)."""
@@ -287,7 +276,7 @@ def store_state(mesh: RunningMesh) -> list[tuple[Any, ...]]:
 def test_no_generated_request_gets_a_server_error(mesh: RunningMesh, identity: str) -> None:
     headers = {}
     if identity == "owner":
-        headers["Authorization"] = f"Bearer {create_owner_token(mesh, FUZZ_OWNER)}"
+        headers["Authorization"] = f"Bearer {owner_token(mesh, FUZZ_OWNER)}"
     before = store_state(mesh)
     raw = httpx.get(f"{mesh.base_url}/openapi.json", timeout=30).json()
     config = fuzz_config(mesh.base_url, headers, chat_coverage=identity == "anonymous")

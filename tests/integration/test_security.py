@@ -16,22 +16,12 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from typer.testing import CliRunner
 
-from mesh.cli import app
 from tests.conftest import manifest_data
-from tests.integration.conftest import ADMIN_TOKEN, RunningMesh, wait_for
+from tests.integration.conftest import ADMIN_TOKEN, RunningMesh, owner_token, wait_for
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def owner_token(mesh: RunningMesh, owner: str) -> dict[str, str]:
-    result = CliRunner().invoke(
-        app, ["token", "create", "--owner", owner, "--json", "--token", ADMIN_TOKEN], env=mesh.env
-    )
-    assert result.exit_code == 0, result.output
-    return {"Authorization": f"Bearer {json.loads(result.stdout)['token']}"}
 
 
 def store_snapshot(mesh: RunningMesh) -> Any:
@@ -43,7 +33,10 @@ def store_snapshot(mesh: RunningMesh) -> Any:
 
 @pytest.fixture(scope="module")
 def tokens(mesh: RunningMesh) -> dict[str, dict[str, str]]:
-    return {"alice": owner_token(mesh, "alice"), "mallory": owner_token(mesh, "mallory")}
+    return {
+        owner: {"Authorization": f"Bearer {owner_token(mesh, owner)}"}
+        for owner in ("alice", "mallory")
+    }
 
 
 def test_anonymous_forged_and_cross_owner_writes_change_nothing(

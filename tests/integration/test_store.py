@@ -107,6 +107,7 @@ def test_publishing_is_not_installing(registry: Registry) -> None:
         registry.delete("demo", owner)
     registry.delete("other", owner)  # not installed: the owner's to delete
 
+
 def test_latest_pin_follows_publishes_and_exact_pin_stays(registry: Registry) -> None:
     admin = Principal(admin=True, operator=True)
     publish(registry, "1.0.0")

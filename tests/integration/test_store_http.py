@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import tarfile
@@ -18,7 +17,7 @@ from typer.testing import CliRunner
 
 from mesh.cli import app
 from tests.conftest import manifest_data
-from tests.integration.conftest import ADMIN_TOKEN, RunningMesh, get_json, wait_for
+from tests.integration.conftest import ADMIN_TOKEN, RunningMesh, get_json, owner_token, wait_for
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -113,13 +112,7 @@ def test_publish_upgrade_uninstall_install_live(mesh: RunningMesh, tiny_source: 
     assert bad.status_code == 400 and "colour: unknown field" in bad.json()["error"]["message"]
     assert get_json(f"{url}/tiny")["versions"] == ["0.1.0"], "refusals wrote nothing"
 
-    result = CliRunner().invoke(
-        app,
-        ["token", "create", "--owner", "tiny-team", "--json"],
-        env={**mesh.env, "MESH_TOKEN": ADMIN_TOKEN},
-    )
-    assert result.exit_code == 0, result.output
-    token = json.loads(result.stdout)["token"]
+    token = owner_token(mesh, "tiny-team")
     upgrade = httpx.post(
         url,
         content=yaml.safe_dump(tiny_manifest(tiny_source, "0.2.0")),
@@ -213,12 +206,7 @@ def test_usage_stats_and_feedback(mesh: RunningMesh) -> None:
 
 def test_deprecate_yank_delete_over_http(mesh: RunningMesh) -> None:
     url = f"{mesh.base_url}/v1/specialists/tiny"
-    result = CliRunner().invoke(
-        app,
-        ["token", "create", "--owner", "tiny-team", "--json", "--token", ADMIN_TOKEN],
-        env=mesh.env,
-    )
-    owner = {"Authorization": f"Bearer {json.loads(result.stdout)['token']}"}
+    owner = {"Authorization": f"Bearer {owner_token(mesh, 'tiny-team')}"}
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     anonymous = httpx.post(f"{url}/deprecate", json={"reason": "old"}, timeout=30)

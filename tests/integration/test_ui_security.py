@@ -16,25 +16,19 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from mesh.cli import app as cli
 from mesh.launcher import MeshProcess, running_mesh
 from tests.conftest import manifest_data
-from tests.integration.conftest import ADMIN_TOKEN, STARTUP_TIMEOUT_S, RunningMesh, get_json
+from tests.integration.conftest import (
+    ADMIN_TOKEN,
+    STARTUP_TIMEOUT_S,
+    RunningMesh,
+    get_json,
+    owner_token,
+)
 
 pytestmark = pytest.mark.slow
 BAD_TOKENS = {"empty": "", "wrong": "msh_not_a_token"}  # + another owner's, per test
-
-
-def owner_token(mesh: RunningMesh, owner: str) -> str:
-    result = CliRunner().invoke(
-        cli,
-        ["token", "create", "--owner", owner, "--json"],
-        env={**mesh.env, "MESH_TOKEN": ADMIN_TOKEN},
-    )
-    assert result.exit_code == 0, result.output
-    return str(json.loads(result.stdout)["token"])
 
 
 def tool_manifest(path: Path, name: str, owner: str, version: str = "1.0.0") -> Path:
