@@ -315,6 +315,12 @@ def test_post_artifacts_takes_a_tar_from_publishers_only(
     body = tar_of(regular("adapter/a.json", b"{}"), regular("adapter/w.safetensors", b"w"))
     tar = {"content-type": "application/x-tar"}
     assert client.post("/v1/artifacts", content=body, headers=tar).status_code == 401
+    forged = {**tar, "authorization": "Bearer msh_forged"}
+    assert client.post("/v1/artifacts", content=body, headers=forged).status_code == 403
+    owner = {**tar, "authorization": f"Bearer {service.store().tokens.create('alice')}"}
+    assert client.post("/v1/artifacts", content=body, headers=owner).status_code == 201, (
+        "any publisher may upload: bundles are content-addressed and owned by no one"
+    )
     admin = {**tar, "authorization": "Bearer admin"}
     created = client.post("/v1/artifacts", content=body, headers=admin)
     assert created.status_code == 201, created.text
