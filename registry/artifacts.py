@@ -108,15 +108,17 @@ def artifact_hashes(
         return {}
     hashes: dict[str, str] = {}
     if not adapter_only:
-        hashes.update(_source_hashes(spec.source, "model.source", "", store))
+        hashes.update(source_hashes(spec.source, "model.source", "", store))
     if spec.adapter:
-        hashes.update(_source_hashes(spec.adapter, "model.adapter", ADAPTER_PREFIX, store))
+        hashes.update(source_hashes(spec.adapter, "model.adapter", ADAPTER_PREFIX, store))
     return hashes
 
 
-def _source_hashes(
-    source: str, field: str, prefix: str, store: ArtifactStore | None
+def source_hashes(
+    source: str, field: str = "model.source", prefix: str = "", store: ArtifactStore | None = None
 ) -> dict[str, str]:
+    """sha256 of each file a source names, keyed as `model.sha256` keys them (`prefix` +
+    the file's relative name); a hub id has none (its revision pins it)."""
     kind = source_kind(source)
     if kind == "hub":
         return {}

@@ -20,6 +20,7 @@ from registry.manifest import SpecialistManifest
 from specialists.decoding import BatchDecoder, PrefixCache
 from specialists.engine import ChatMessage, Engine, GenerationParams, Prompt
 from specialists.sources import SourceOptions, adapter_folder, resolve_source, verify_sources
+from specialists.weights import load_causal_lm, refuse_pickle
 
 
 class TransformersEngine(Engine):
@@ -34,41 +35,23 @@ class TransformersEngine(Engine):
         self.prefix: PrefixCache | None = None
 
     def load(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         spec, pickle = self.manifest.model, self.sources.allow_pickle
         source = resolve_source(spec.source, self.sources)
         verify_sources(self.manifest, self.sources)  # swapped or corrupted weights never load
-        if source.local and not source.gguf_file and not pickle:
-            refuse_pickle(Path(source.location))
         adapter = None
         if spec.adapter:  # checked before the slow part
             folder = adapter_folder(spec.adapter, self.sources)
             adapter = check_adapter_folder(folder, allow_pickle=pickle)
-        # Remote code stays off: a manifest cannot make the mesh run a model repo's Python.
-        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
-        if not source.gguf_file and not pickle:
-            kwargs["use_safetensors"] = True
-        if spec.revision and not source.local:
-            kwargs["revision"] = spec.revision
-        if source.gguf_file:
-            kwargs["gguf_file"] = source.gguf_file
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = _torch_dtype(spec.dtype, self.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
-            self.model = model.to(self.device)  # type: ignore[arg-type]
-        except OSError as error:
-            raise UnavailableError(
-                f"cannot load model for {self.manifest.ref} from {spec.source}: {error}"
-            ) from None
+        self.model, self.tokenizer, self.device = load_causal_lm(
+            source,
+            revision=spec.revision,
+            dtype=spec.dtype,
+            allow_pickle=pickle,
+            label=f"model for {self.manifest.ref} from {spec.source}",
+        )
         if adapter is not None:  # merged: decoding costs what the base alone costs
             self.model = attach_adapter(self.model, adapter, "default").merge_and_unload()
         self.model.eval()
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         config = self.model.config
         self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
@@ -112,20 +95,6 @@ class TransformersEngine(Engine):
 
 
 MIN_PREFIX_TOKENS = 4
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-def refuse_pickle(folder: Path, field: str = "model.source") -> None:
-    """Refuse a folder whose weights are pickles: unpickling can run arbitrary code."""
-    pickles = sorted({p.suffix for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES})
-    if pickles and not any(folder.glob("*.safetensors")):
-        raise ManifestError(
-            f"{field}: holds pickle weights ({', '.join(pickles)}); pickle can run code when "
-            "loaded. Convert them to safetensors (the operator may allow pickle with "
-            "MESH_ALLOW_PICKLE=1).",
-            param=field,
-        )
-
 
 # -- LoRA adapters ------------------------------------------------------------------------
 ADAPTER_FIELD = "model.adapter"
@@ -230,14 +199,6 @@ def check_adapter_fits(model: Any, folder: Path) -> None:
                     "another base",
                     param=ADAPTER_FIELD,
                 )
-
-
-def _torch_dtype(name: str, device: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.float16 if device == "cuda" else torch.float32
-    return getattr(torch, name)
 
 
 def _eos_ids(configured: int | list[int] | None, tokenizer: Any) -> set[int]:
