@@ -15,6 +15,7 @@ from registry.errors import (
     MeshError,
     NotFoundError,
     PermissionDeniedError,
+    QualityGateError,
     UnavailableError,
 )
 
@@ -26,10 +27,17 @@ _STATUS_ERRORS: dict[int, type[MeshError]] = {
     409: ConflictError,
     503: UnavailableError,
 }
+# Errors that share a status with others, told apart by the error JSON's `type`.
+_TYPE_ERRORS: dict[str, type[MeshError]] = {QualityGateError.error_type: QualityGateError}
 
 
 def _bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _gate_params(force: bool, dry_run: bool) -> dict[str, str]:
+    flags = {"force": force, "dry_run": dry_run}
+    return {name: "true" for name, on in flags.items() if on}
 
 
 class MeshClient:
@@ -89,17 +97,42 @@ class MeshClient:
     def specialist(self, name: str) -> dict[str, Any]:
         return self._json(self._send("GET", f"/v1/specialists/{name}"))
 
-    def publish(self, manifest_yaml: str, token: str | None = None) -> dict[str, Any]:
+    def publish(
+        self,
+        manifest_yaml: str,
+        token: str | None = None,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Publish (201), or with `dry_run` only the quality gate's report (200); a publish
+        that installs and fails the gate raises `QualityGateError` unless `force`."""
         headers = {"Content-Type": "application/yaml", **_bearer(token)}
-        response = self._send("POST", "/v1/specialists", content=manifest_yaml, headers=headers)
+        response = self._send(
+            "POST",
+            "/v1/specialists",
+            content=manifest_yaml,
+            headers=headers,
+            params=_gate_params(force, dry_run),
+        )
         return self._json(response)
 
     def install(
-        self, name: str, token: str | None = None, version: str = "latest"
+        self,
+        name: str,
+        token: str | None = None,
+        version: str = "latest",
+        *,
+        force: bool = False,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         body = {"version": version}
         response = self._send(
-            "POST", f"/v1/specialists/{name}/install", json=body, headers=_bearer(token)
+            "POST",
+            f"/v1/specialists/{name}/install",
+            json=body,
+            headers=_bearer(token),
+            params=_gate_params(force, dry_run),
         )
         return self._json(response)
 
@@ -137,6 +170,10 @@ class MeshClient:
         except ValueError:
             body = {"error": {"message": response.text[:500]}}
         if response.status_code >= 400:
-            message = body.get("error", {}).get("message", f"HTTP {response.status_code}")
-            raise _STATUS_ERRORS.get(response.status_code, MeshError)(message)
+            error = body.get("error", {})
+            message = error.get("message", f"HTTP {response.status_code}")
+            kind = _TYPE_ERRORS.get(error.get("type", "")) or _STATUS_ERRORS.get(
+                response.status_code, MeshError
+            )
+            raise kind(message)
         return dict(body)

@@ -20,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 
 from mesh.controller import LiveView
 from mesh.live import LiveFollower
+from mesh.publish_gate import ImpactRequest
 from mesh.search import semantic_scores
 from mesh.settings import MeshSettings
 from registry.router_artifacts import RouterArtifactStore
@@ -27,6 +28,8 @@ from router.artifact import EncoderLoader
 from router.batcher import RouteBatcher
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import FinetuneSettings
+from router.impact import ImpactReport
+from router.index import index_texts
 from router.live import LiveRouter, LiveRouterOptions
 from specialists.serve_options import keep_replica_on_loopback
 
@@ -107,8 +110,13 @@ class RouterService:
         encoder = self.live.frozen_encoder()
         return await asyncio.to_thread(semantic_scores, encoder, query, texts_by_name)
 
+    async def impact(self, request: ImpactRequest) -> ImpactReport:
+        """The quality gate's replay (`mesh.publish_gate`) with the router serving now (its
+        encoder, method and thresholds), so the gateway never loads an encoder of its own."""
+        return await asyncio.to_thread(request.replay, lambda: self.live.router)
+
     async def _rebuild(self, view: LiveView) -> None:
-        examples = {name: [*m.examples, m.description] for name, m in view.specialists.items()}
+        examples = {name: index_texts(m) for name, m in view.specialists.items()}
         installed = {name: m.version for name, m in view.specialists.items()}
         await asyncio.to_thread(self.live.update, installed, examples)
         logger.info("router index now covers %s", self.live.router.index.names)

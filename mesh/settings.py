@@ -58,6 +58,14 @@ class MeshSettings(BaseSettings):
         2, ge=1, description="Batches encoding at once (one thread each): use spare cores."
     )
     auto_install: bool = Field(True, description="Install every newly published specialist.")
+    gate_max_share: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Quality gate: installing a specialist (by `mesh install`, or by an "
+        "operator's publish) that would take more than this share of another installed "
+        "specialist's labelled queries needs --force (HTTP: force=true); 1.0 turns it off.",
+    )
     max_hops: int = Field(3, ge=0, le=10, description="Specialist-to-specialist hops per request.")
     max_fanout: int = Field(4, ge=1, le=16, description="Asks one specialist may send per request.")
     token_budget: int = Field(2048, ge=1, description="Generated tokens per request, all hops.")

@@ -2,7 +2,8 @@
 
 Same rules as the CLI (see `registry.auth`). Write endpoints take the store token (owner or
 admin) in `Authorization: Bearer`; read endpoints are guarded by the API keys when configured
-(`mesh.http_auth.Gatekeeper`). Publishing never installs, unless the operator publishes.
+(`mesh.http_auth.Gatekeeper`). Publishing never installs, unless the operator publishes; what
+installs passes the quality gate first (`mesh.publish_gate`).
 The routes are module-level functions on purpose: `@serve.ingress` pickles the gateway's class
 routes by value, while these are imported by reference inside the replica.
 """
@@ -12,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from ray.serve.handle import DeploymentHandle
 
 from mesh.http_auth import Gatekeeper
 from mesh.live import LiveFollower
 from mesh.protocol import ApiBody
+from mesh.publish_gate import GateCheck, ImpactRequest, check_gate
 from mesh.search import rank, search_texts
 from mesh.settings import MeshSettings
 from registry import (
@@ -29,12 +32,14 @@ from registry import (
     Principal,
     Registry,
     SpecialistInfo,
+    SpecialistManifest,
     UnavailableError,
     parse_manifest,
     parse_manifest_text,
 )
 from registry.artifact_store import ArtifactStore
 from registry.artifacts import pin_artifacts
+from router.impact import ImpactReport
 from specialists.tools.registry import check_publishable
 
 router = APIRouter()
@@ -76,6 +81,17 @@ class StoreService:
     async def client(self, authorization: str | None) -> None:
         """Reads: open, or an API key (or store credential) when MESH_API_KEYS is set."""
         await self.gatekeeper().client(authorization)
+
+    async def gate_check(
+        self, manifest: SpecialistManifest, principal: Principal, *, installs: bool
+    ) -> GateCheck:
+        """The quality gate's report for `manifest`, replayed by the router deployment; query
+        texts are left out for callers other than the operator (the labelled set is theirs)."""
+        request = await self.call(ImpactRequest.gather, self.store(), manifest)
+        report: ImpactReport = await self.router_handle.impact.remote(request)
+        if not principal.operator:
+            report = report.without_samples()
+        return GateCheck(impact=report, installs=installs, max_share=self.settings.gate_max_share)
 
     async def principal(self, authorization: str | None) -> Principal:
         """Writes: the owner or admin behind the token; anonymous callers are refused by the
@@ -194,9 +210,28 @@ async def show_specialist(
     }
 
 
-@router.post("/v1/specialists", status_code=201)
-async def publish(request: Request, authorization: str | None = Header(None)) -> dict[str, Any]:
-    """Publish a manifest sent as JSON, or as YAML with a YAML content type."""
+def dry_run_answer(manifest: SpecialistManifest, check: GateCheck) -> JSONResponse:
+    """A dry run's 200 (the routes answer 201 or 200 otherwise): the gate's check, no write."""
+    return JSONResponse({"dry_run": manifest.ref, **check.model_dump(mode="json")})
+
+
+ForceQuery = Annotated[
+    bool, Query(description="Install even when the quality gate refuses (MESH_GATE_MAX_SHARE).")
+]
+DryRunQuery = Annotated[
+    bool, Query(description="Only report the quality gate's impact; nothing is written.")
+]
+
+
+@router.post("/v1/specialists", status_code=201, response_model=None)
+async def publish(
+    request: Request,
+    authorization: str | None = Header(None),
+    force: ForceQuery = False,
+    dry_run: DryRunQuery = False,
+) -> dict[str, Any] | JSONResponse:
+    """Publish a manifest sent as JSON, or as YAML with a YAML content type. A publish that
+    installs passes the quality gate first; `dry_run` answers with its report (200)."""
     svc = service()
     principal = await svc.principal(authorization)
     principal.require_publisher("publishing")
@@ -215,20 +250,43 @@ async def publish(request: Request, authorization: str | None = Header(None)) ->
     check_publishable(manifest)
     manifest = await svc.call(lambda: pin_artifacts(manifest, svc.artifacts()))
     store = svc.store()
-    install = svc.settings.auto_install and principal.operator
+    install = await svc.call(
+        lambda: store.publish_installs(manifest.name, principal, install=svc.settings.auto_install)
+    )
+    check = await svc.gate_check(manifest, principal, installs=install)
+    if dry_run:
+        return dry_run_answer(manifest, check)
+    if install:
+        check_gate(check.impact, check.max_share, force)
     await svc.call(lambda: store.publish(manifest, principal, install=install))
-    return {"published": manifest.ref, "installed": install}
+    return {
+        "published": manifest.ref,
+        "installed": install,
+        "impact": check.impact.model_dump(mode="json"),
+    }
 
 
-@router.post("/v1/specialists/{name}/install")
+@router.post("/v1/specialists/{name}/install", response_model=None)
 async def install(
-    name: str, body: InstallRequest | None = None, authorization: str | None = Header(None)
-) -> dict[str, Any]:
+    name: str,
+    body: InstallRequest | None = None,
+    authorization: str | None = Header(None),
+    force: ForceQuery = False,
+    dry_run: DryRunQuery = False,
+) -> dict[str, Any] | JSONResponse:
+    """Install a version (default: the latest not yanked) after the quality gate."""
     svc = service()
     principal = await svc.principal(authorization)
+    principal.require_operator(f"installing {name}")
+    store = svc.store()
     version = body.version if body else LATEST
-    state = await svc.call(svc.store().install, name, version, principal)
-    return {"installed": name, **state.model_dump()}
+    manifest = await svc.call(lambda: store.get(name, store.installable(name, version)))
+    check = await svc.gate_check(manifest, principal, installs=True)
+    if dry_run:
+        return dry_run_answer(manifest, check)
+    check_gate(check.impact, check.max_share, force)
+    state = await svc.call(store.install, name, version, principal)
+    return {"installed": name, **state.model_dump(), "impact": check.impact.model_dump(mode="json")}
 
 
 @router.delete("/v1/specialists/{name}/install")

@@ -52,6 +52,13 @@ class ConflictError(MeshError):
     error_type = "conflict_error"
 
 
+class QualityGateError(ConflictError):
+    """Installing a specialist would take more than the operator's share of another one's
+    labelled queries (`MESH_GATE_MAX_SHARE`); the caller may insist with force."""
+
+    error_type = "quality_gate_error"
+
+
 class UnavailableError(MeshError):
     """A dependency is down or a specialist is not ready yet; retrying later may work."""
 

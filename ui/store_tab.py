@@ -2,7 +2,10 @@
 
 Every write goes out with the token typed into this page (never a credential of the UI server),
 and the gateway decides; a refusal is shown as such. Publishing reads only a file that Gradio
-stored from an upload (`read_upload`), never a path an API caller names.
+stored from an upload (`read_upload`), never a path an API caller names. "Check impact" shows
+the quality gate's report (a dry run) before anything is published; when the gate refuses a
+publish, "Publish anyway" sends it again with force (a separate event rather than a checkbox
+input, so the `publish` event keeps its two inputs for API callers).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from registry.errors import (
     InvalidRequestError,
     MeshError,
     PermissionDeniedError,
+    QualityGateError,
 )
 from ui.app import MANIFEST_MAX_BYTES, public_message
 
@@ -146,6 +150,29 @@ def refusal(action: str, error: MeshError) -> str:
     return f"**{action} refused:** {public_message(error)}"
 
 
+def impact_markdown(impact: dict[str, Any], verdict: str | None = None) -> str:
+    """The quality gate's report (`router.impact.ImpactReport` as JSON) as markdown; escaped,
+    since the examples come from publishers."""
+    e = html.escape
+    parts = [f"**Impact:** {e(impact['summary'])}"]
+    victims = impact.get("victims") or []
+    if victims:
+        rows = [
+            "| specialist | taken | of labelled | share | e.g. |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for victim in victims:
+            sample = e(victim["samples"][0]).replace("|", "&#124;") if victim["samples"] else ""
+            rows.append(
+                f"| {e(victim['name'])} | {victim['taken']} | {victim['labelled']} | "
+                f"{victim['share']:.0%} | {sample} |"
+            )
+        parts.append("\n".join(rows))
+    if verdict:
+        parts.append(e(verdict))
+    return "\n\n".join(parts)
+
+
 def detail_markdown(detail: dict[str, Any]) -> str:
     versions = ", ".join(detail.get("versions", []))
     flags = []
@@ -200,8 +227,14 @@ def build_store_tab(client: MeshClient, was_uploaded: Callable[[str], bool]) -> 
                 elem_id="publish-upload",
             )
             token = gr.Textbox(label="Owner or admin token", type="password", elem_id="store-token")
-            publish = gr.Button("Publish", variant="primary", elem_id="publish-button")
+            with gr.Row():
+                check = gr.Button("Check impact", elem_id="impact-button")
+                publish = gr.Button("Publish", variant="primary", elem_id="publish-button")
             outcome = gr.Markdown(elem_id="publish-outcome")
+            force = gr.Button(
+                "Publish anyway", variant="stop", visible=False, elem_id="publish-force-button"
+            )
+            impact = gr.Markdown(elem_id="publish-impact")
             errors = gr.Dataframe(
                 headers=["field", "problem"],
                 label="Validation errors",
@@ -230,32 +263,61 @@ def build_store_tab(client: MeshClient, was_uploaded: Callable[[str], bool]) -> 
         except MeshError as error:
             return f"**{public_message(error)}**"
 
-    def do_publish(file: Any, secret: str | None) -> tuple[str, Any, str, Any]:
-        hidden = gr.update(visible=False)
+    def manifest_text(file: Any, secret: str | None) -> tuple[str, str] | str:
+        """(manifest text, token), or why there is nothing to send yet."""
         if file is None:
-            return "Choose a manifest file first.", hidden, *refresh()
+            return "Choose a manifest file first."
         secret = (secret or "").strip()
         if not secret:
-            return f"**Not published:** {NEED_TOKEN}.", hidden, *refresh()
+            return f"**Not published:** {NEED_TOKEN}."
         try:
-            text = read_upload(file, upload_folder(), was_uploaded=was_uploaded)
+            return read_upload(file, upload_folder(), was_uploaded=was_uploaded), secret
         except UploadRefused as problem:
-            return f"**Not published:** {problem}.", hidden, *refresh()
+            return f"**Not published:** {problem}."
+
+    def do_check(file: Any, secret: str | None) -> str:
+        """The quality gate's report for the uploaded manifest; nothing is published."""
+        found = manifest_text(file, secret)
+        if isinstance(found, str):
+            return found.replace("Not published", "Cannot check")
         try:
-            result = client.publish(text, secret)
+            check = client.publish(*found, dry_run=True)
+        except MeshError as error:
+            return refusal("Impact check", error)
+        return impact_markdown(check["impact"], check.get("verdict"))
+
+    def send(file: Any, secret: str | None, force: bool) -> tuple[str, Any, str, Any, str, Any]:
+        hidden = gr.update(visible=False)
+        found = manifest_text(file, secret)
+        if isinstance(found, str):
+            return found, hidden, *refresh(), "", hidden
+        try:
+            result = client.publish(*found, force=force)
+        except QualityGateError as error:  # installing it would take others' queries
+            shown = f"**Not published:** {public_message(error)}"
+            return shown, hidden, *refresh(), "", gr.update(visible=True)
         except (AuthenticationError, PermissionDeniedError) as error:
-            return refusal("Publish", error), hidden, *refresh()
+            return refusal("Publish", error), hidden, *refresh(), "", hidden
         except InvalidRequestError as error:  # the manifest itself: list what to fix
             rows = field_errors(public_message(error))
             return (
                 f"**Not published:** {len(rows)} problem(s)",
                 gr.update(value=rows, visible=True),
                 *refresh(),
+                "",
+                hidden,
             )
         except MeshError as error:
-            return f"**Not published:** {public_message(error)}", hidden, *refresh()
+            return f"**Not published:** {public_message(error)}", hidden, *refresh(), "", hidden
         note = " and installed" if result.get("installed") else ""
-        return f"Published `{result['published']}`{note}.", hidden, *refresh()
+        shown = impact_markdown(result["impact"]) if result.get("impact") else ""
+        return f"Published `{result['published']}`{note}.", hidden, *refresh(), shown, hidden
+
+    def do_publish(file: Any, secret: str | None) -> tuple[str, Any, str, Any, str, Any]:
+        return send(file, secret, force=False)
+
+    def do_force(file: Any, secret: str | None) -> tuple[str, Any, str, Any, str, Any]:
+        return send(file, secret, force=True)
 
     def change_install(name: str | None, secret: str | None, action: str) -> str:
         if not name:
@@ -281,12 +343,10 @@ def build_store_tab(client: MeshClient, was_uploaded: Callable[[str], bool]) -> 
     search.click(refresh, inputs=query, outputs=[cards, names], api_name="search")
     query.submit(refresh, inputs=query, outputs=[cards, names], api_visibility="private")
     names.change(show, inputs=names, outputs=detail, api_name="detail")
-    publish.click(
-        do_publish,
-        inputs=[upload, token],
-        outputs=[outcome, errors, cards, names],
-        api_name="publish",
-    )
+    published = [outcome, errors, cards, names, impact, force]
+    check.click(do_check, inputs=[upload, token], outputs=impact, api_name="impact")
+    publish.click(do_publish, inputs=[upload, token], outputs=published, api_name="publish")
+    force.click(do_force, inputs=[upload, token], outputs=published, api_name="publish_force")
     install.click(do_install, inputs=[names, token], outputs=admin_outcome, api_name="install")
     uninstall.click(
         do_uninstall, inputs=[names, token], outputs=admin_outcome, api_name="uninstall"

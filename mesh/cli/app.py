@@ -60,6 +60,14 @@ TokenOption = Annotated[
 ]
 
 
+ForceFlag = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Install even if the quality gate refuses (see MESH_GATE_MAX_SHARE)."
+    ),
+]
+
+
 def load_settings() -> Any:
     """Settings from MESH_* variables, with the admin token `mesh up` saved under MESH_HOME."""
     from mesh.admin_token import with_admin_token

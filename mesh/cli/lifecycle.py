@@ -9,18 +9,41 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.app import JsonFlag, TokenOption, app, command_group, echo_json, open_store
+from mesh.cli.app import (
+    ForceFlag,
+    JsonFlag,
+    TokenOption,
+    app,
+    command_group,
+    echo_json,
+    load_settings,
+    open_store,
+)
+from registry import LATEST
 
 
 @app.command()
 def install(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (default: latest)")],
     token: TokenOption = None,
+    force: ForceFlag = False,
 ) -> None:
-    """Install a specialist in this mesh; the running mesh deploys it."""
+    """Install a specialist in this mesh; the running mesh deploys it.
+
+    The quality gate first replays the router's labelled queries with it added, and refuses a
+    specialist that would take more than MESH_GATE_MAX_SHARE of another one's queries unless
+    --force."""
+    from mesh.publish_gate import check_gate, impact_for
+
     name, _, version = ref.partition("@")
+    settings = load_settings()
     with open_store(token) as (registry, principal):
-        state = registry.install(name, version or "latest", principal)
+        principal.require_operator(f"installing {name}")
+        manifest = registry.get(name, registry.installable(name, version or LATEST))
+        report = impact_for(registry, manifest, settings)
+        check_gate(report, settings.gate_max_share, force)
+        state = registry.install(name, version or LATEST, principal)
+    typer.echo(report.summary)
     typer.echo(f"installed {name}@{state.version} (pinned to {state.pin})")
 
 

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.app import JsonFlag, TokenOption, app, echo_json, load_settings, open_store
+from mesh.cli.app import (
+    ForceFlag,
+    JsonFlag,
+    TokenOption,
+    app,
+    echo_json,
+    load_settings,
+    open_store,
+)
 
 MANIFEST_FILE = "manifest.yaml"
 
@@ -19,13 +27,25 @@ def register(
         typer.Argument(help="Manifest file (YAML or JSON), or a folder holding manifest.yaml."),
     ],
     token: TokenOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Validate and print the quality gate's report; publish and upload nothing.",
+        ),
+    ] = False,
+    force: ForceFlag = False,
 ) -> None:
     """Publish a specialist manifest; a running mesh deploys it without a restart.
 
     Local paths in `model.source` / `model.adapter` (absolute, '~/...', or './...' relative to
     the manifest's folder) are uploaded into the store's artifact area first and published as
-    `artifact:<sha256>`, so every node of the mesh can fetch them.
+    `artifact:<sha256>`, so every node of the mesh can fetch them. A publish that installs
+    passes the quality gate first: it replays the router's labelled queries with the new
+    specialist added, and refuses one that would take more than MESH_GATE_MAX_SHARE of another
+    specialist's queries unless --force.
     """
+    from mesh.publish_gate import GateCheck, check_gate, impact_for
     from registry import parse_manifest
     from registry.artifact_store import ArtifactStore, local_source_fields, upload_local_sources
     from registry.artifacts import pin_artifacts
@@ -37,18 +57,33 @@ def register(
     if not isinstance(data, dict):
         parse_manifest(data, source=str(path))  # raises the usual "must be a mapping"
     # Every field is checked before anything is uploaded (local paths as a placeholder).
-    parse_manifest(upload_local_sources(data, path.parent, None), source=str(path))
+    preview = parse_manifest(upload_local_sources(data, path.parent, None), source=str(path))
+    check_publishable(preview)
     settings = load_settings()
     with open_store(token) as (registry, principal):
+        principal.require_publisher(f"publishing {preview.name}")
+        installs = registry.publish_installs(preview.name, principal, install=settings.auto_install)
+        if dry_run or installs:
+            check = GateCheck(
+                impact=impact_for(registry, preview, settings),
+                installs=installs,
+                max_share=settings.gate_max_share,
+            )
+            if dry_run:
+                for line in check.lines():
+                    typer.echo(line)
+                typer.echo(f"dry run: {preview.ref} was not published")
+                return
+            check_gate(check.impact, check.max_share, force)
+            typer.echo(check.impact.summary)
         store = ArtifactStore.from_url(registry.url, max_bytes=settings.max_artifact_bytes)
         if local_source_fields(data):
-            principal.require_publisher("uploading artifacts")
             data = upload_local_sources(data, path.parent, store)
         manifest = pin_artifacts(parse_manifest(data, source=str(path)), store)
         check_publishable(manifest)
-        registry.publish(manifest, principal, install=settings.auto_install)
+        registry.publish(manifest, principal, install=installs)
     typer.echo(f"published {manifest.ref}")
-    if settings.auto_install:
+    if installs:
         typer.echo(
             f"installed {manifest.name}: a running mesh deploys it now ('mesh list' to check)"
         )

@@ -27,7 +27,7 @@ from ui.app import (
     token_from_query,
 )
 from ui.mesh_tab import replica_summary
-from ui.store_tab import UploadRefused, read_upload
+from ui.store_tab import UploadRefused, impact_markdown, read_upload
 
 KEY = "k1-secret-key"
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -251,4 +251,15 @@ def test_publish_without_a_token_is_refused_before_the_gateway(ui: TestClient) -
     for token in ("", "   ", None):
         outcome = run(ui, "publish", [file_data, token]).json()["data"][0]
         assert "Not published" in outcome and "token" in outcome
+        for event in ("impact", "publish_force"):  # the gate's check and "Publish anyway"
+            shown = run(ui, event, [file_data, token]).json()["data"][0]
+            assert "token" in shown and "Published" not in shown, event
     assert os.path.exists(path)
+
+
+def test_the_impact_report_renders_escaped() -> None:
+    victim = {"name": "code", "taken": 2, "labelled": 4, "share": 0.5, "samples": ["<b>x</b> | y"]}
+    impact = {"summary": "copy@1.0.0 takes 50% of `code`'s labelled queries", "victims": [victim]}
+    shown = impact_markdown(impact, "the quality gate refuses it")
+    assert "| code | 2 | 4 | 50% | &lt;b&gt;x&lt;/b&gt; &#124; y |" in shown
+    assert shown.endswith("the quality gate refuses it")
