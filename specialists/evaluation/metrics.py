@@ -212,25 +212,39 @@ def run_query(db: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]]:
 @register("sql_execution")
 def sql_execution(prediction: str, record: ChatRecord) -> float:
     """1 when the prediction's first statement returns the reference's rows: as a multiset, or
-    in order when the reference has ORDER BY. Anything but a read-only query scores 0."""
+    in order when the reference has ORDER BY. Anything but a read-only query scores 0.
+
+    The rows must match on `check["db"]` and on every script in `check["db_alt"]` (optional: the
+    same tables with other rows), so a query that is right by luck on one database, such as a
+    filter on the wrong column that happens to keep the same rows, scores 0 (test-suite execution
+    accuracy, Zhong et al. 2020). An error on any database scores 0."""
     script = record.check.get("db")
     if not isinstance(script, str):
         raise DataError('sql_execution: the record needs check["db"], a SQL script')
+    alternatives = record.check.get("db_alt", [])
+    if not isinstance(alternatives, list) or not all(isinstance(a, str) for a in alternatives):
+        raise DataError('sql_execution: check["db_alt"] must be a list of SQL scripts')
+    ordered = re.search(r"\bORDER\s+BY\b", record.answer, re.IGNORECASE) is not None
+    return float(
+        all(_same_rows(prediction, record.answer, s, ordered) for s in [script, *alternatives])
+    )
+
+
+def _same_rows(prediction: str, reference: str, script: str, ordered: bool) -> bool:
+    """Whether the prediction returns the reference's rows on the database `script` builds."""
     db = _open_db(script)
     try:
         try:
-            expected = run_query(db, first_statement(record.answer))
+            expected = run_query(db, first_statement(reference))
         except sqlite3.Error as error:
             raise DataError(f"sql_execution: the reference query fails: {error}") from None
         try:
             got = run_query(db, first_statement(prediction))
         except (sqlite3.Error, sqlite3.Warning, OverflowError, MemoryError):
-            return 0.0
+            return False
     finally:
         db.close()
-    if re.search(r"\bORDER\s+BY\b", record.answer, re.IGNORECASE):
-        return float(got == expected)
-    return float(Counter(got) == Counter(expected))
+    return got == expected if ordered else Counter(got) == Counter(expected)
 
 
 # -- unit_tests ------------------------------------------------------------------------------

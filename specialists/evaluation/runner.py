@@ -119,8 +119,7 @@ class LocalGenerator:
         global setting), so an evaluation can leave cores to a training run."""
         import torch
 
-        from specialists.training.trainer import base_location
-        from specialists.weights import load_causal_lm
+        from specialists.weights import base_location, load_causal_lm
 
         torch.set_num_threads(threads)
         model, tokenizer, _ = load_causal_lm(

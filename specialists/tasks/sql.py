@@ -3,14 +3,18 @@
 Each record's user turn is the table's CREATE TABLE and a question; the answer is one SQL
 statement in a fixed house style (upper-case keywords, single-quoted text, a closing `;`), and
 `check["db"]` holds the table with its rows so `sql_execution` can run both queries and compare
-results. The query shapes (filters, COUNT, AVG/SUM/MIN/MAX, ORDER BY ... LIMIT, GROUP BY, AND) are
-ones a 135M model can learn; evaluation is held out by structure: tables from `HELD_OUT_DOMAINS`
-only, and half its questions in phrasings training never shows. What this trades away: one table
-per query (no joins) and questions that quote values exactly as stored.
+results. Evaluation records also carry `check["db_alt"]`, `ALT_DBS` more scripts with the same
+table and other rows, so a query must be right rather than lucky on one small table (test-suite
+execution accuracy, Zhong et al. 2020). The query shapes (filters, COUNT, AVG/SUM/MIN/MAX, ORDER
+BY ... LIMIT, GROUP BY, AND) are ones a 135M model can learn; evaluation is held out by structure:
+tables from `HELD_OUT_DOMAINS` only, and half its questions in phrasings training never shows.
+What this trades away: one table per query (no joins) and questions that quote values exactly as
+stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +44,12 @@ SELECT name FROM pets WHERE species = 'Cat' AND age > 3;"""
 
 Row = dict[str, Any]
 Fields = dict[str, Any]
+Equal = tuple[Column, str]  # WHERE column = 'value'
+Compare = tuple[Column, str, Any]  # WHERE column > number (or <)
 Phrasings = tuple[tuple[str, ...], tuple[str, ...]]  # (training, held out)
+
+# Extra databases per evaluation record for `sql_execution` to check a prediction on as well.
+ALT_DBS = 2
 
 COMPARISONS: dict[str, Phrasings] = {
     ">": (("greater than", "more than", "above"), ("over", "higher than")),
@@ -123,14 +132,13 @@ class _Table:
         count = rng.randint(8, 14)
         columns = {c.name: c.values(rng, count) for c in domain.columns}
         self.rows: list[Row] = [{n: v[i] for n, v in columns.items()} for i in range(count)]
+        # The query's filters, noted (without drawing) for the alternative databases.
+        self.equal: Equal | None = None
+        self.compare: Compare | None = None
 
     def script(self) -> str:
         """CREATE TABLE plus INSERTs: what `check["db"]` holds."""
-        values = ", ".join(
-            "(" + ", ".join(literal(r[c.name]) for c in self.domain.columns) + ")"
-            for r in self.rows
-        )
-        return f"{self.domain.schema()}\nINSERT INTO {self.domain.table} VALUES {values};"
+        return script(self.domain, self.rows)
 
     def pick(self, *kinds: Kind) -> Column:
         return self.rng.choice(self.domain.of_kind(*kinds))
@@ -159,6 +167,13 @@ class _Table:
         return op, self.rng.choice(options)
 
 
+def script(domain: Domain, rows: list[Row]) -> str:
+    values = ", ".join(
+        "(" + ", ".join(literal(r[c.name]) for c in domain.columns) + ")" for r in rows
+    )
+    return f"{domain.schema()}\nINSERT INTO {domain.table} VALUES {values};"
+
+
 def literal(value: Any) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
@@ -169,6 +184,7 @@ def literal(value: Any) -> str:
 def _select_eq(t: _Table) -> tuple[Fields, str]:
     col = t.pick("category")
     value = t.category_value(col)
+    t.equal = col, value
     cols, show = t.shown(col)
     sql = f"SELECT {cols} FROM {t.domain.table} WHERE {col.name} = {literal(value)};"
     return {"show": show, "col": col.phrase, "value": value}, sql
@@ -177,6 +193,7 @@ def _select_eq(t: _Table) -> tuple[Fields, str]:
 def _select_cmp(t: _Table) -> tuple[Fields, str]:
     col = t.pick("integer", "real")
     op, number = t.threshold(col)
+    t.compare = col, op, number
     cols, show = t.shown(col)
     sql = f"SELECT {cols} FROM {t.domain.table} WHERE {col.name} {op} {number};"
     return {"show": show, "col": col.phrase, "op": op, "number": number}, sql
@@ -189,6 +206,7 @@ def _count_all(t: _Table) -> tuple[Fields, str]:
 def _count_eq(t: _Table) -> tuple[Fields, str]:
     col = t.pick("category")
     value = t.category_value(col)
+    t.equal = col, value
     sql = f"SELECT COUNT(*) FROM {t.domain.table} WHERE {col.name} = {literal(value)};"
     return {"col": col.phrase, "value": value}, sql
 
@@ -196,6 +214,7 @@ def _count_eq(t: _Table) -> tuple[Fields, str]:
 def _count_cmp(t: _Table) -> tuple[Fields, str]:
     col = t.pick("integer", "real")
     op, number = t.threshold(col)
+    t.compare = col, op, number
     sql = f"SELECT COUNT(*) FROM {t.domain.table} WHERE {col.name} {op} {number};"
     return {"col": col.phrase, "op": op, "number": number}, sql
 
@@ -208,6 +227,7 @@ def _aggregate(t: _Table) -> tuple[Fields, str]:
 def _aggregate_eq(t: _Table) -> tuple[Fields, str]:
     col, fn, where = t.pick("integer", "real"), t.rng.choice(tuple(AGGREGATES)), t.pick("category")
     value = t.category_value(where)
+    t.equal = where, value
     sql = f"SELECT {fn}({col.name}) FROM {t.domain.table} WHERE {where.name} = {literal(value)};"
     return {"col": col.phrase, "fn": fn, "col2": where.phrase, "value": value}, sql
 
@@ -235,6 +255,7 @@ def _select_and(t: _Table) -> tuple[Fields, str]:
     where, col = t.pick("category"), t.pick("integer", "real")
     value = t.category_value(where)
     op, number = t.threshold(col, [r for r in t.rows if r[where.name] == value])
+    t.equal, t.compare = (where, value), (col, op, number)
     cols, show = t.shown(col, where)
     sql = (
         f"SELECT {cols} FROM {t.domain.table} WHERE {where.name} = {literal(value)} "
@@ -252,6 +273,84 @@ SHAPES: dict[str, Callable[[_Table], tuple[Fields, str]]] = {
 }  # fmt: skip
 
 
+# -- alternative databases (evaluation only) -------------------------------------------------------
+def alt_rng(db: str, sql: str, index: int) -> random.Random:
+    """The draws for alternative database `index` of one record: seeded from the record itself,
+    never from the split's stream, so adding them changes no other record or field."""
+    digest = hashlib.sha256(f"{db}\n{sql}\n{index}".encode()).hexdigest()
+    return random.Random(int(digest, 16))
+
+
+def _value_at(column: Column, slot: int) -> Any:
+    """The `slot`-th value `column` can hold, counting up from `low` (as `Column.values` does)."""
+    value = column.low + slot * column.step
+    return int(value) if column.kind == "integer" else round(value, 2)
+
+
+def _categories(rng: random.Random, column: Column, value: str, count: int) -> list[str]:
+    """`count` cells of `column` with `value` at least twice and other values at least twice."""
+    others = rng.sample([w for w in column.words[0] if w != value], rng.randint(1, 3))
+    cells = [value, value, others[0], rng.choice(others)]
+    cells += [rng.choice([value, *others]) for _ in range(count - len(cells))]
+    rng.shuffle(cells)
+    return cells
+
+
+def _numbers(
+    rng: random.Random, compare: Compare, groups: list[list[int]], count: int
+) -> list[Any]:
+    """Distinct cells for the compared column. The threshold itself sits in a row of the first
+    group (so `>=` is not `>`), and every group has rows that pass and rows that fail the
+    comparison (so a filter on the wrong column, or no filter, returns other rows)."""
+    column, op, number = compare
+    last, at_slot = (round((x - column.low) / column.step) for x in (column.high, number))
+    above, below = range(at_slot + 1, last + 1), range(at_slot)
+    passing, failing = (above, below) if op == ">" else (below, above)
+    need = 2 if len(groups) == 1 else 1
+    at = rng.choice(groups[0])
+    pinned = {at: False}
+    for group in groups:
+        for wanted in (True, False):
+            room = len(passing) if wanted else len(failing) + 1
+            for _ in range(need - (not wanted and at in group)):
+                free = [i for i in group if i not in pinned]
+                if free and sum(v is wanted for v in pinned.values()) < room:
+                    pinned[rng.choice(free)] = wanted
+    passes = [pinned.get(i, rng.random() < 0.5) for i in range(count)]
+    # Each side holds distinct values: flip rows nothing pinned until both sides have room.
+    loose = [i for i in range(count) if i not in pinned]
+    rng.shuffle(loose)
+    for i in loose:
+        if sum(passes) > len(passing) and passes[i]:
+            passes[i] = False
+        elif count - sum(passes) > len(failing) + 1 and not passes[i]:
+            passes[i] = True
+    high = iter(rng.sample(passing, sum(passes)))
+    low = iter(rng.sample(failing, count - sum(passes) - 1))
+    cells = [at_slot if i == at else next(high) if passes[i] else next(low) for i in range(count)]
+    return [_value_at(column, slot) for slot in cells]
+
+
+def alt_script(table: _Table, sql: str, index: int) -> str:
+    """Alternative database `index` for a question about `table`: the same CREATE TABLE, other
+    rows, drawn so the reference still returns rows and common wrong filters do not."""
+    rng = alt_rng(table.script(), sql, index)
+    domain = table.domain
+    count = rng.randint(8, 14)
+    columns: dict[str, list[Any]] = {c.name: list(c.values(rng, count)) for c in domain.columns}
+    groups = [list(range(count))]
+    if table.equal:
+        column, value = table.equal
+        cells = columns[column.name] = _categories(rng, column, value, count)
+        groups = [
+            [i for i in range(count) if cells[i] == value],
+            [i for i in range(count) if cells[i] != value],
+        ]
+    if table.compare:
+        columns[table.compare[0].name] = _numbers(rng, table.compare, groups, count)
+    return script(domain, [{n: v[i] for n, v in columns.items()} for i in range(count)])
+
+
 def make_record(rng: random.Random, domain: Domain, *, evaluation: bool) -> ChatRecord:
     """One question about a freshly generated table of `domain`."""
     table = _Table(rng, domain)
@@ -265,7 +364,13 @@ def make_record(rng: random.Random, domain: Domain, *, evaluation: bool) -> Chat
             words[{"op": "cmp", "fn": "agg", "order": "extreme"}[key]] = word
     question = template.format(**fields, **words)
     user = f"Schema:\n{domain.schema()}\nQuestion: {question}"
-    check = {"db": table.script(), "domain": domain.table, "template": f"{shape}.{phrasing}"}
+    check: dict[str, Any] = {
+        "db": table.script(),
+        "domain": domain.table,
+        "template": f"{shape}.{phrasing}",
+    }
+    if evaluation:  # appended last, from its own draws: the other fields stay as they were
+        check["db_alt"] = [alt_script(table, sql, i) for i in range(ALT_DBS)]
     return chat_record(SYSTEM_PROMPT, user, sql, check)
 
 

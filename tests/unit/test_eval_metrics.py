@@ -159,6 +159,46 @@ def test_a_runaway_query_is_stopped_within_seconds() -> None:
     assert time.monotonic() - started < 5
 
 
+MUSEUMS = "CREATE TABLE museums (name TEXT, city TEXT, opened_year INTEGER);\nINSERT INTO museums "
+LUCKY_DB = (
+    f"{MUSEUMS}VALUES ('Iron', 'Leeds', 1902), ('Lost', 'Leeds', 1850), ('Echo', 'Perth', 1820);"
+)
+EXPOSING_DB = (
+    f"{MUSEUMS}VALUES ('Wild', 'Leeds', 1846), ('Gold', 'Leeds', 1990), ('Ash', 'Porto', 1901);"
+)
+LEEDS_SQL = "SELECT name FROM museums WHERE city = 'Leeds' AND opened_year > 1846;"
+# Text sorts above numbers in SQLite: every Leeds row has `city > 1846`.
+LUCKY_SQL = "SELECT name FROM museums WHERE city = 'Leeds' AND city > 1846"
+
+
+def test_a_query_right_by_luck_on_db_scores_zero_when_an_alternative_db_exposes_it() -> None:
+    assert score("sql_execution", LUCKY_SQL, record(LEEDS_SQL, db=LUCKY_DB)) == 1.0
+    assert score("sql_execution", LUCKY_SQL, record(LEEDS_SQL, db=LUCKY_DB, db_alt=[])) == 1.0
+    suite = record(LEEDS_SQL, db=LUCKY_DB, db_alt=[LUCKY_DB, EXPOSING_DB])
+    assert score("sql_execution", LUCKY_SQL, suite) == 0.0
+    assert score("sql_execution", LEEDS_SQL, suite) == 1.0
+    assert score("sql_execution", f"{LEEDS_SQL.rstrip(';')} ORDER BY name DESC", suite) == 1.0
+    assert score("sql_execution", LEEDS_SQL.replace(">", ">="), suite) == 0.0
+
+
+def test_an_error_on_any_database_scores_zero() -> None:
+    # abs() of the smallest integer overflows, but only the alternative db holds one.
+    overflow = DB.replace("('Bo', 'Sales', 700)", "('Bo', 'Sales', -9223372036854775808)")
+    prediction = "SELECT name FROM employees WHERE department = 'Sales' AND abs(salary) > 0"
+    assert score("sql_execution", prediction, sql(REF_SQL)) == 1.0
+    assert score("sql_execution", prediction, record(REF_SQL, db=DB, db_alt=[overflow])) == 0.0
+
+
+def test_a_broken_alternative_db_or_reference_on_it_is_a_data_error() -> None:
+    with pytest.raises(DataError):
+        score("sql_execution", REF_SQL, record(REF_SQL, db=DB, db_alt=["CREATE TABLE oops ("]))
+    with pytest.raises(DataError):  # the reference's table is missing from the alternative
+        score("sql_execution", REF_SQL, record(REF_SQL, db=DB, db_alt=["CREATE TABLE t (x);"]))
+    for bad in (DB, [1], None):
+        with pytest.raises(DataError, match="db_alt"):
+            score("sql_execution", REF_SQL, record(REF_SQL, db=DB, db_alt=bad))
+
+
 def test_a_broken_reference_or_missing_db_is_a_data_error() -> None:
     with pytest.raises(DataError):
         score("sql_execution", REF_SQL, sql("SELECT nothing FROM nowhere;"))

@@ -15,10 +15,17 @@ from specialists.evaluation.metrics import get_metric
 from specialists.tasks import TASKS, get_task, structure_overlap, task_names
 from specialists.tasks.__main__ import main
 from specialists.tasks.extract_kinds import HELD_OUT_KINDS, TRAIN_KINDS
+from specialists.tasks.sql import ALT_DBS
 from specialists.tasks.sql_domains import HELD_OUT_DOMAINS, TRAIN_DOMAINS
-from specialists.training.records import ChatRecord, read_records, write_records
+from specialists.training.records import ChatRecord, file_sha256, read_records, write_records
 
 SPLITS = {name: task.make_splits(240, 60, 7) for name, task in TASKS.items()}
+SQL_SEED_0 = get_task("sql").make_splits(2000, 120, 0)
+# sha256 of the seed-0 SQL files above, as written by `write_records` before evaluation records
+# had `check["db_alt"]` (a training run used this training file): the eval file is hashed
+# without `db_alt`, so the pin covers its questions, answers, `db`, domains and templates.
+SQL_SEED_0_TRAIN_SHA256 = "7630b529a792d8caffbcfc596125d508ac514c4ac741f332f1e2a8fd0cd7d1db"
+SQL_SEED_0_EVAL_SHA256 = "d973b87da2f4b5c0d6965fc75e2b1402e7e30c61031af97f0e8bd7ac31b6134e"
 
 
 def table_of(record: ChatRecord) -> str:
@@ -72,22 +79,99 @@ def test_extract_held_out_kinds_are_new_and_each_asks_for_keys_training_never_us
         assert set(kind.keys) - trained_keys, kind.name
 
 
-def test_every_reference_query_runs_on_its_database_and_returns_rows() -> None:
+def databases(record: ChatRecord) -> list[str]:
+    return [record.check["db"], *record.check.get("db_alt", [])]
+
+
+def one_database(record: ChatRecord) -> ChatRecord:
+    """The record as it was before evaluation records had alternative databases."""
+    return record.model_copy(update={"check": {"db": record.check["db"]}})
+
+
+def test_every_reference_query_runs_on_each_of_its_databases_and_returns_rows() -> None:
     train, held_out = SPLITS["sql"]
-    for record in train + held_out:
-        db = sqlite3.connect(":memory:")
-        db.executescript(record.check["db"])
-        rows = db.execute(record.answer).fetchall()
-        total = db.execute(f"SELECT COUNT(*) FROM {table_of(record)}").fetchone()[0]
-        assert rows, record.answer
-        if " WHERE " in record.answer and "COUNT(*)" not in record.answer:
-            assert len(rows) < total, record.answer  # a filter that filters something
+    for record in train + held_out + SQL_SEED_0[1]:
+        for script in databases(record):
+            assert script.split("\n")[0] == record.check["db"].split("\n")[0]  # same table
+            db = sqlite3.connect(":memory:")
+            db.executescript(script)
+            rows = db.execute(record.answer).fetchall()
+            total = db.execute(f"SELECT COUNT(*) FROM {table_of(record)}").fetchone()[0]
+            assert rows, (record.answer, script)
+            if " WHERE " in record.answer and "COUNT(*)" not in record.answer:
+                assert len(rows) < total, record.answer  # a filter that filters something
         assert record.answer.endswith(";") and record.answer.count(";") == 1
 
 
 def test_every_sql_reference_scores_one_against_itself() -> None:
     metric = get_metric("sql_execution")
-    assert all(metric(r.answer, r) == 1.0 for r in SPLITS["sql"][1])
+    assert all(metric(r.answer, r) == 1.0 for r in SPLITS["sql"][1] + SQL_SEED_0[1])
+
+
+def test_only_evaluation_records_carry_alternative_databases() -> None:
+    train, held_out = SPLITS["sql"]
+    assert not any("db_alt" in r.check for r in train + SQL_SEED_0[0])
+    for record in held_out + SQL_SEED_0[1]:
+        assert len(record.check["db_alt"]) == ALT_DBS
+        assert len(set(databases(record))) == ALT_DBS + 1
+
+
+def test_alternative_databases_leave_training_and_eval_questions_byte_identical(
+    tmp_path: Path,
+) -> None:
+    train, held_out = SQL_SEED_0
+    write_records(tmp_path / "train.jsonl", train)
+    assert file_sha256(tmp_path / "train.jsonl") == SQL_SEED_0_TRAIN_SHA256
+    without = [
+        r.model_copy(update={"check": {k: v for k, v in r.check.items() if k != "db_alt"}})
+        for r in held_out
+    ]
+    write_records(tmp_path / "eval.jsonl", without)
+    assert file_sha256(tmp_path / "eval.jsonl") == SQL_SEED_0_EVAL_SHA256
+
+
+def test_a_query_right_by_luck_on_one_database_scores_zero_on_all_of_them() -> None:
+    metric = get_metric("sql_execution")
+    record = SQL_SEED_0[1][21]
+    assert record.answer == "SELECT name FROM museums WHERE city = 'Leeds' AND opened_year > 1846;"
+    # Text sorts above numbers in SQLite, so `city > 1846` keeps every Leeds row; in `db` every
+    # Leeds museum opened after 1846, in the alternative databases one opened in 1846.
+    lucky = "SELECT name FROM museums WHERE city = 'Leeds' AND city > 1846;"
+    assert metric(lucky, one_database(record)) == 1.0
+    assert metric(lucky, record) == 0.0
+
+
+def wrong_filters(sql: str) -> list[str]:
+    """Common mistakes on a reference's WHERE: a filter dropped, `>=` for `>`, the other
+    direction, or the number compared with the category column."""
+    wrong = []
+    both = re.search(r"WHERE (\w+) = ('[^']*') AND (\w+) ([<>]) ([\d.]+);", sql)
+    if both:
+        category, value, column, op, number = both.groups()
+        wrong += [
+            sql.replace(f"{category} = {value} AND ", ""),
+            sql.replace(f" AND {column} {op} {number}", ""),
+            sql.replace(f"AND {column} {op}", f"AND {category} {op}"),
+        ]
+    compare = re.search(r" ([<>]) ([\d.]+);", sql)
+    if compare:
+        op, number = compare.groups()
+        wrong += [sql.replace(f" {op} {number}", f" {op}= {number}")]
+        wrong += [sql.replace(f" {op} {number}", f" {'<' if op == '>' else '>'} {number}")]
+    equal = re.search(r"WHERE (\w+) = ('[^']*');", sql)
+    if equal:
+        wrong += [sql.replace(f" WHERE {equal[1]} = {equal[2]}", "")]
+    return wrong
+
+
+def test_common_wrong_filters_score_zero_on_every_evaluation_record() -> None:
+    metric = get_metric("sql_execution")
+    lucky_on_one_database = 0.0
+    for record in SPLITS["sql"][1] + SQL_SEED_0[1]:
+        for wrong in wrong_filters(record.answer):
+            assert metric(wrong, record) == 0.0, (record.answer, wrong)
+            lucky_on_one_database += metric(wrong, one_database(record))
+    assert lucky_on_one_database  # ones that `db` alone would have passed
 
 
 def test_extract_answers_have_exactly_the_asked_keys_and_values_from_the_text() -> None:
