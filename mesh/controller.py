@@ -17,7 +17,14 @@ from pydantic import BaseModel
 from mesh.health import FAILED_STATUSES
 from mesh.settings import MeshSettings
 from registry import Registry, RegistryUnavailableError, SpecialistManifest
-from specialists.adapter_pool import PoolConfig, build_pool_app, pool_configs
+from specialists.adapter_pool import (
+    PoolConfig,
+    base_spec,
+    build_pool_app,
+    pool_app_name,
+    pool_configs,
+    shares_base,
+)
 from specialists.deployment import app_name, build_specialist_app
 from specialists.serve_options import keep_replica_on_loopback
 from specialists.sources import SourceOptions
@@ -53,6 +60,9 @@ class SpecialistState(BaseModel):
     # largest node has GPU 1". Also set (status unchanged) when a running app cannot scale up.
     pending: str | None = None
     replicas: list[ReplicaInfo] = []
+    # The shared-base pool app that holds this adapter specialist's weights, and its status.
+    pool: str | None = None
+    pool_status: str | None = None
 
 
 class LiveView(BaseModel):
@@ -201,6 +211,8 @@ class MeshController:
                 pending = pending_reason(manifest, nodes, messages)
                 if pending and status in WAITING_STATUSES:
                     status = "PENDING"
+            pool = pool_app_name(base_spec(manifest)) if shares_base(manifest) else None
+            pool_app = applications.get(pool) if pool else None
             states[name] = SpecialistState(
                 name=name,
                 version=manifest.version,
@@ -208,6 +220,10 @@ class MeshController:
                 message=" ".join(dict.fromkeys(messages))[:2000],
                 pending=pending,
                 replicas=replicas.get(app_name(name), []),
+                pool=pool,
+                pool_status=str(getattr(pool_app.status, "value", pool_app.status))
+                if pool_app
+                else None,
             )
         for name, manifest in self.unbuildable.items():
             states[name] = SpecialistState(

@@ -7,8 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ManifestError, UnavailableError
-from specialists.sources import ResolvedSource
+from registry.artifact_store import is_local_path
+from registry.errors import InvalidRequestError, ManifestError, UnavailableError
+from specialists.sources import ResolvedSource, resolve_source
+
+
+def base_location(base: str) -> ResolvedSource:
+    """A local folder or .gguf file as given, else a manifest source resolved offline."""
+    if is_local_path(base):
+        path = Path(base).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            return ResolvedSource(location=str(path.parent), gguf_file=path.name)
+        if path.is_dir():
+            return ResolvedSource(location=str(path))
+        raise InvalidRequestError(f"{base}: not a model folder or a .gguf file")
+    return resolve_source(base)
 
 
 def load_causal_lm(

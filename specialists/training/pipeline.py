@@ -17,7 +17,8 @@ from specialists.training.package import (
     write_specialist_dir,
 )
 from specialists.training.records import file_sha256, read_records
-from specialists.training.trainer import Progress, base_location, train
+from specialists.training.trainer import Progress, train
+from specialists.weights import base_location
 
 
 class EvalRequest(BaseModel):

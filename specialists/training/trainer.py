@@ -20,13 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from registry.artifact_store import is_local_path
 from registry.errors import InvalidRequestError
-from specialists.sources import ResolvedSource, resolve_source
 from specialists.training.config import FinetuneConfig
 from specialists.training.records import ChatRecord, DataError, read_records
 from specialists.training.tokenize import EncodedExample, encode_record, pad_batch
-from specialists.weights import load_causal_lm
+from specialists.weights import base_location, load_causal_lm
 
 CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
@@ -59,18 +57,6 @@ class Progress:
     on_step: Callable[[int, int, float], None] = lambda step, total, loss: None
     on_message: Callable[[str], None] = print
     losses: list[float] = field(default_factory=list)
-
-
-def base_location(base: str) -> ResolvedSource:
-    """A local folder or .gguf file as given, else a manifest source resolved offline."""
-    if is_local_path(base):
-        path = Path(base).expanduser()
-        if path.is_file() and path.suffix == ".gguf":
-            return ResolvedSource(location=str(path.parent), gguf_file=path.name)
-        if path.is_dir():
-            return ResolvedSource(location=str(path))
-        raise InvalidRequestError(f"--base {base}: not a model folder or a .gguf file")
-    return resolve_source(base)
 
 
 def load_training_model(config: FinetuneConfig) -> tuple[Any, Any, str]:

@@ -133,7 +133,7 @@ def test_healthz_reports_every_specialist(mesh: RunningMesh) -> None:
 def test_cli_ask_and_list_against_the_mesh(mesh: RunningMesh) -> None:
     runner = CliRunner()
     result = runner.invoke(
-        app, ["ask", "Write a SQL query that counts rows", "--json"], env=mesh.env
+        app, ["ask", "Write a Python function that reverses a string", "--json"], env=mesh.env
     )
     assert result.exit_code == 0, result.output
     assert '"specialist": "code"' in result.output
