@@ -154,7 +154,9 @@ def eval_specialist(
     )
     if tuned is None:
         folder = check_adapter_folder(adapter) if adapter else None
-        model = attach_adapter(base_model.model, folder, "eval") if folder else base_model.model
+        model = (
+            attach_adapter(base_model.model, folder, "specialist") if folder else base_model.model
+        )
         tuned = LocalGenerator.from_loaded(model, base_model.tokenizer)
     scored = evaluate(records, tuned, metric, max_tokens=max_tokens, system_prompt=system)
     result = {
