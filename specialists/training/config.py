@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from registry.artifact_store import is_local_path
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+SCHEMES = ("package:", "artifact:")
 
 
 class LoraSettings(BaseModel):
@@ -43,11 +47,31 @@ class FinetuneConfig(BaseModel):
     checkpoint_every: int = Field(50, ge=1)
     resume: bool = False
 
+    @field_validator("base")
+    @classmethod
+    def _absolute_local_base(cls, value: str) -> str:
+        """A local base is recorded absolute: the manifest is read from another folder."""
+        path = Path(value).expanduser()
+        if is_local_path(value) or (not value.startswith(SCHEMES) and path.exists()):
+            return str(path.resolve())
+        return value
+
     @model_validator(mode="after")
     def _one_length(self) -> FinetuneConfig:
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give --steps or --epochs, not both")
         return self
+
+    def fingerprint(self, data_sha256: str) -> str:
+        """What a checkpoint must match to be resumed: the data and every setting that shapes
+        the run (not where it is written, nor the thread count)."""
+        import hashlib
+
+        shaping = self.model_dump(
+            mode="json", exclude={"out", "eval_data", "resume", "threads", "checkpoint_every"}
+        )
+        shaping["data"] = data_sha256
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
     def total_steps(self, records: int) -> int:
         """Steps to run: `steps`, else `epochs` (default 1) over `records` in batches."""

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from registry.manifest import MAX_EXAMPLE_CHARS, parse_manifest
 from specialists.training.config import FinetuneConfig
-from specialists.training.records import ChatRecord, file_sha256
+from specialists.training.records import ChatRecord, DataError, file_sha256
 from specialists.training.trainer import ADAPTER, TrainOutcome
 
 MANIFEST = "manifest.yaml"
@@ -76,7 +76,7 @@ def router_examples(records: list[ChatRecord], seed: int, count: int = EXAMPLES)
     texts = sorted({r.user_text().strip()[:MAX_EXAMPLE_CHARS] for r in records} - {""})
     random.Random(seed).shuffle(texts)
     if len(texts) < 3:
-        raise ValueError("the data needs at least 3 distinct user prompts for router examples")
+        raise DataError("the data needs at least 3 distinct user prompts (the router's examples)")
     return texts[:count]
 
 
@@ -115,29 +115,14 @@ def write_specialist_dir(
         software=_versions(),
     )
     card = render_card(identity, provenance, outcome)
-    system_prompt = shared_system_prompt(records)
-    manifest = {
-        "schema_version": 1,
-        **identity.model_dump(),
-        "examples": router_examples(records, config.seed),
-        "model": {
-            "engine": "transformers",
-            "source": config.base,
-            "adapter": f"./{ADAPTER}",
-            "sha256": {**base_pins, **adapter_pins(outcome.adapter_dir)},
-        },
-        "system_prompt": system_prompt,
-        "generation": {
-            "max_tokens": answer_budget(tokenizer, records),
-            "temperature": 0.0,
-            "top_p": 1.0,
-            "repetition_penalty": 1.0,
-        },
-        "card": card,
-    }
-    if not system_prompt:
-        del manifest["system_prompt"]
-    _check_manifest(manifest)
+    manifest = draft_manifest(
+        config,
+        identity,
+        records,
+        {**base_pins, **adapter_pins(outcome.adapter_dir)},
+        max_tokens=answer_budget(tokenizer, records),
+        card=card,
+    )
     out = config.out
     (out / CARD).write_text(card, encoding="utf-8")
     (out / PROVENANCE).write_text(provenance.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -146,6 +131,45 @@ def write_specialist_dir(
     path = out / MANIFEST
     path.write_text(yaml.safe_dump(manifest, sort_keys=False, width=100), encoding="utf-8")
     return path
+
+
+def draft_manifest(
+    config: FinetuneConfig,
+    identity: SpecialistIdentity,
+    records: list[ChatRecord],
+    pins: dict[str, str],
+    *,
+    max_tokens: int = 64,
+    card: str = "",
+) -> dict[str, Any]:
+    """The manifest `mesh register DIR` publishes, checked as the store will check it (so a
+    bad name or version fails before training when called with a draft, not after)."""
+    system_prompt = shared_system_prompt(records)
+    manifest: dict[str, Any] = {
+        "schema_version": 1,
+        **identity.model_dump(),
+        "examples": router_examples(records, config.seed),
+        "model": {
+            "engine": "transformers",
+            "source": config.base,
+            "adapter": f"./{ADAPTER}",
+            "sha256": pins,
+        },
+        "system_prompt": system_prompt,
+        "generation": {
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "repetition_penalty": 1.0,
+        },
+        "card": card or None,
+    }
+    if not system_prompt:
+        del manifest["system_prompt"]
+    if not card:
+        del manifest["card"]
+    _check_manifest(manifest, config.out)
+    return manifest
 
 
 def render_card(identity: SpecialistIdentity, provenance: Provenance, outcome: TrainOutcome) -> str:
@@ -158,8 +182,7 @@ def render_card(identity: SpecialistIdentity, provenance: Provenance, outcome: T
         "A LoRA fine-tune (not a prompt): the adapter's weights were trained on the data below.",
         "",
         "## Provenance",
-        f"- base: `{provenance.base}`"
-        + "".join(f"\n  - `{n}` sha256 `{d}`" for n, d in provenance.base_sha256.items()),
+        f"- base: `{provenance.base}`" + _pin_lines(provenance.base_sha256),
         f"- data: `{provenance.data}` ({provenance.records} records), "
         f"sha256 `{provenance.data_sha256}`",
         f"- LoRA: rank {lora['rank']}, alpha {lora['alpha']}, dropout {lora['dropout']}, "
@@ -190,6 +213,14 @@ def render_card(identity: SpecialistIdentity, provenance: Provenance, outcome: T
     return "\n".join(lines) + "\n"
 
 
+def _pin_lines(pins: dict[str, str], shown: int = 8) -> str:
+    """The base's pins for the card (all of them are in the manifest and training.json)."""
+    lines = [f"\n  - `{name}` sha256 `{digest}`" for name, digest in list(pins.items())[:shown]]
+    if len(pins) > shown:
+        lines.append(f"\n  - and {len(pins) - shown} more files (see training.json)")
+    return "".join(lines)
+
+
 def _thin(outcome: TrainOutcome) -> list[Any]:
     """At most CURVE_POINTS evenly spaced points, the last one always included."""
     curve = outcome.loss_curve
@@ -208,14 +239,15 @@ def _portable_adapter_config(folder: Path, base: str) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _check_manifest(manifest: dict[str, Any]) -> None:
-    """Validate as the store will (the local adapter path as the upload placeholder)."""
+def _check_manifest(manifest: dict[str, Any], folder: Path) -> None:
+    """Validate as the store will: local paths as upload placeholders (the adapter may not be
+    written yet, so it stands in as the folder itself)."""
     from registry.artifact_store import upload_local_sources
 
     probe = upload_local_sources(
-        {**manifest, "model": {**manifest["model"], "adapter": "/"}}, Path("/"), None
+        {**manifest, "model": {**manifest["model"], "adapter": str(folder)}}, folder, None
     )
-    parse_manifest(probe, source=MANIFEST)
+    parse_manifest(probe, source=str(folder / MANIFEST))
 
 
 def _versions() -> dict[str, str]:

@@ -9,11 +9,13 @@ from pydantic import BaseModel, Field
 
 from registry.artifact_store import is_local_path
 from registry.artifacts import source_hashes
+from registry.errors import InvalidRequestError
 from registry.manifest import source_kind
 from specialists.training.config import FinetuneConfig
 from specialists.training.package import (
     EvalSummary,
     SpecialistIdentity,
+    draft_manifest,
     write_specialist_dir,
 )
 from specialists.training.records import file_sha256, read_records
@@ -50,14 +52,15 @@ def finetune(
     """Train, evaluate against the base with the same prompt, write DIR; the manifest path."""
     progress = progress or Progress()
     if evaluation is not None and config.eval_data is None:
-        raise ValueError("an evaluation needs --eval FILE")
+        raise InvalidRequestError("--metric scores the --eval file: give --eval FILE")
     if evaluation is not None:
         from specialists.evaluation.metrics import get_metric
 
         get_metric(evaluation.metric)  # an unknown metric fails before training
     records = read_records(config.data)
     pins = base_pins(config.base)
-    config.out.mkdir(parents=True, exist_ok=True)
+    prepare_out(config.out)
+    draft_manifest(config, identity, records, pins)  # a bad name or version fails now
     outcome, model, tokenizer = train(config, progress)
     summary = None
     if evaluation is not None and config.eval_data is not None:
@@ -68,6 +71,19 @@ def finetune(
             f"(n={summary.n})"
         )
     return write_specialist_dir(config, identity, records, outcome, tokenizer, pins, summary)
+
+
+def prepare_out(folder: Path) -> None:
+    """Create the output folder and prove it is writable before an hour of training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise InvalidRequestError(
+            f"--out {folder}: cannot write there ({error.strerror})"
+        ) from None
 
 
 def evaluate_against_base(

@@ -41,8 +41,16 @@ def encode_record(tokenizer: Any, record: ChatRecord) -> EncodedExample:
     for index, turn in enumerate(turns):
         if turn["role"] != "assistant":
             continue
-        start = len(_render(tokenizer, turns[:index], generation_prompt=True))
-        end = len(_render(tokenizer, turns[: index + 1], generation_prompt=False))
+        prefix = _render(tokenizer, turns[:index], generation_prompt=True)
+        through = _render(tokenizer, turns[: index + 1], generation_prompt=False)
+        start, end = len(prefix), len(through)
+        if ids[:start] != prefix or ids[:end] != through:
+            # The template renders a turn differently once more turns follow (or tokens merge
+            # across the answer's edge): the labels would be shifted, so refuse.
+            raise ValueError(
+                f"the chat template does not render turn {index + 1} the same way inside the "
+                "whole conversation; cannot tell where the answer starts"
+            )
         # A template may add a newline after the end-of-turn token: it is not the model's to say.
         while (
             end > start

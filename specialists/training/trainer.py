@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 
 from registry.errors import InvalidRequestError
 from specialists.training.config import FinetuneConfig
-from specialists.training.records import ChatRecord, DataError, read_records
+from specialists.training.records import ChatRecord, DataError, file_sha256, read_records
 from specialists.training.tokenize import EncodedExample, encode_record, pad_batch
 from specialists.weights import base_location, load_causal_lm
 
@@ -88,7 +89,13 @@ def encode_all(
     tokenizer: Any, records: list[ChatRecord], max_length: int, where: Path
 ) -> tuple[list[EncodedExample], int]:
     """Encoded examples that fit `max_length`, and how many were skipped as too long."""
-    kept = [e for e in (encode_record(tokenizer, r) for r in records) if len(e.ids) <= max_length]
+    encoded = []
+    for number, record in enumerate(records, start=1):
+        try:
+            encoded.append(encode_record(tokenizer, record))
+        except ValueError as error:
+            raise DataError(f"{where}: record {number}: {error}") from None
+    kept = [e for e in encoded if len(e.ids) <= max_length]
     if not kept:
         raise DataError(f"{where}: every record is longer than --max-length {max_length} tokens")
     return kept, len(records) - len(kept)
@@ -128,16 +135,21 @@ def train(
         optimizer, lambda step: _lr_factor(step, config.warmup_steps, total)
     )
     checkpoint = config.out / CHECKPOINT
-    start, curve = 0, list[LossPoint]()
+    fingerprint = config.fingerprint(file_sha256(config.data))
+    start, curve, earlier_s = 0, list[LossPoint](), 0.0
     if config.resume and (checkpoint / "state.pt").is_file():
-        start, curve = _restore(checkpoint, model, optimizer, schedule, total)
+        start, curve, earlier_s = _restore(
+            checkpoint, model, optimizer, schedule, total, fingerprint
+        )
         progress.on_message(f"resuming at step {start} of {total}")
-    torch.manual_seed(config.seed + start)  # dropout draws
+    elif config.resume:
+        progress.on_message(f"--resume: no checkpoint in {checkpoint}; starting at step 0")
     order = batch_order(len(examples), config.batch_size, total, config.seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     model.train()
     began = time.monotonic()
     for step in range(start, total):
+        torch.manual_seed(config.seed * 1_000_003 + step)  # dropout draws: same on resume
         batch = pad_batch([examples[i] for i in order[step]], tokenizer.pad_token_id)
         batch = {key: value.to(device) for key, value in batch.items()}
         with autocast:
@@ -156,11 +168,14 @@ def train(
         progress.losses.append(value)
         progress.on_step(step + 1, total, value)
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
-            _save_checkpoint(checkpoint, model, optimizer, schedule, step + 1, curve)
+            spent = earlier_s + time.monotonic() - began
+            state = {"step": step + 1, "fingerprint": fingerprint, "seconds": spent}
+            _save_checkpoint(checkpoint, model, optimizer, schedule, state, curve)
     model.eval()
     adapter_dir = config.out / ADAPTER
     model.save_pretrained(str(adapter_dir))
     _clean_adapter_dir(adapter_dir)
+    shutil.rmtree(checkpoint, ignore_errors=True)  # done: a later --resume starts afresh
     outcome = TrainOutcome(
         adapter_dir=adapter_dir,
         steps=total,
@@ -168,7 +183,7 @@ def train(
         skipped_too_long=skipped,
         target_tokens=sum(e.target_tokens for e in examples),
         trainable_parameters=sum(p.numel() for p in trainable),
-        seconds=round(time.monotonic() - began, 1),
+        seconds=round(earlier_s + time.monotonic() - began, 1),
         device=device,
         resumed_from=start,
         loss_curve=curve,
@@ -185,40 +200,57 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def _save_checkpoint(
-    folder: Path, model: Any, optimizer: Any, schedule: Any, step: int, curve: list[LossPoint]
+    folder: Path,
+    model: Any,
+    optimizer: Any,
+    schedule: Any,
+    state: dict[str, Any],
+    curve: list[LossPoint],
 ) -> None:
-    """Adapter plus optimizer state, written beside and then swapped in (a crash mid-save
-    leaves the previous checkpoint whole)."""
+    """Adapter plus optimizer state, written beside and then swapped in, so a crash mid-save
+    leaves a whole checkpoint (the previous one is moved aside before the new one moves in)."""
     import torch
 
     staging = folder.with_name(folder.name + ".tmp")
-    staging.mkdir(parents=True, exist_ok=True)
+    previous = folder.with_name(folder.name + ".old")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     model.save_pretrained(str(staging / ADAPTER))
     torch.save(
         {
-            "step": step,
+            **state,
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "curve": [[p.step, p.loss] for p in curve],
         },
         staging / "state.pt",
     )
+    shutil.rmtree(previous, ignore_errors=True)
     if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
+        folder.rename(previous)
     staging.rename(folder)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def _restore(
-    folder: Path, model: Any, optimizer: Any, schedule: Any, total: int
-) -> tuple[int, list[LossPoint]]:
+    folder: Path,
+    model: Any,
+    optimizer: Any,
+    schedule: Any,
+    total: int,
+    fingerprint: str,
+) -> tuple[int, list[LossPoint], float]:
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     # weights_only: a checkpoint is data; unpickling arbitrary objects could run code.
-    state = torch.load(folder / "state.pt", weights_only=True)
+    state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
+    if state.get("fingerprint") != fingerprint:
+        raise InvalidRequestError(
+            f"--resume: the checkpoint in {folder} was made with other data or settings; "
+            "resume with the same ones, or start afresh without --resume"
+        )
     step = int(state["step"])
     if step >= total:
         raise InvalidRequestError(
@@ -228,7 +260,8 @@ def _restore(
     set_peft_model_state_dict(model, weights)
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    return step, [LossPoint(step=int(s), loss=float(v)) for s, v in state["curve"]]
+    curve = [LossPoint(step=int(s), loss=float(v)) for s, v in state["curve"]]
+    return step, curve, float(state.get("seconds", 0.0))
 
 
 def _clean_adapter_dir(folder: Path) -> None:

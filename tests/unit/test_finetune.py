@@ -109,6 +109,21 @@ def test_labels_cover_exactly_the_answer_and_its_end_token(tiny_model_dir: Path)
     labelled = [i for i, label in zip(example.ids, example.labels, strict=True) if label != IGNORE]
     assert tokenizer.decode(labelled) == "Under the palm, matey." + tokenizer.eos_token
 
+    two_turns = ChatRecord.model_validate(
+        {
+            "messages": [
+                {"role": "user", "content": "Ahoy?"},
+                {"role": "assistant", "content": "Ahoy!"},
+                {"role": "user", "content": "Treasure?"},
+                {"role": "assistant", "content": "Buried."},
+            ]
+        }
+    )
+    example = encode_record(tokenizer, two_turns)
+    labelled = [i for i, label in zip(example.ids, example.labels, strict=True) if label != IGNORE]
+    eos = tokenizer.eos_token
+    assert tokenizer.decode(labelled) == f"Ahoy!{eos}Buried.{eos}"
+
 
 # -- the loop: deterministic, resumable, writes a publishable folder --------------------------
 def _config(base: Path, data: Path, out: Path, **overrides: object) -> FinetuneConfig:
@@ -134,6 +149,20 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+class Crash(Exception):
+    pass
+
+
+def _crash_after(step_limit: int):  # type: ignore[no-untyped-def]
+    from specialists.training.trainer import Progress
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        if step == step_limit:
+            raise Crash
+
+    return Progress(on_step=on_step, on_message=lambda text: None)
+
+
 @pytest.mark.slow
 def test_same_seed_same_adapter_and_resume_continues_the_same_run(
     tiny_model_dir: Path, tmp_path: Path
@@ -143,21 +172,32 @@ def test_same_seed_same_adapter_and_resume_continues_the_same_run(
     from specialists.training.trainer import CHECKPOINT, train
 
     data = pirate_data(tmp_path / "train.jsonl")
-    first, _, _ = train(_config(tiny_model_dir, data, tmp_path / "a"))
-    second, _, _ = train(_config(tiny_model_dir, data, tmp_path / "b"))
+    dropout = LoraSettings(rank=4, alpha=8, dropout=0.1)  # the resumed run must redraw the same
+    first, _, _ = train(_config(tiny_model_dir, data, tmp_path / "a", lora=dropout))
+    second, _, _ = train(_config(tiny_model_dir, data, tmp_path / "b", lora=dropout))
     a, b = _weights(first.adapter_dir), _weights(second.adapter_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [p.loss for p in first.loss_curve] == [p.loss for p in second.loss_curve]
-    assert (tmp_path / "a" / CHECKPOINT / "state.pt").is_file()  # saved at step 2 of 4
+    assert not (tmp_path / "a" / CHECKPOINT).exists(), "a finished run leaves no checkpoint"
 
-    resumed, _, _ = train(_config(tiny_model_dir, data, tmp_path / "a", resume=True))
+    interrupted = _config(tiny_model_dir, data, tmp_path / "c", lora=dropout)
+    with pytest.raises(Crash):
+        train(interrupted, _crash_after(3))  # dies during step 3; the checkpoint holds step 2
+    assert (tmp_path / "c" / CHECKPOINT / "state.pt").is_file()
+    resumed, _, _ = train(interrupted.model_copy(update={"resume": True}))
     assert resumed.resumed_from == 2
     c = _weights(resumed.adapter_dir)
     assert all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)
     assert [p.step for p in resumed.loss_curve] == [1, 2, 3, 4]
+    assert [p.loss for p in resumed.loss_curve] == pytest.approx(
+        [p.loss for p in first.loss_curve], abs=1e-4
+    )
 
-    with pytest.raises(InvalidRequestError, match="checkpoint is at step 2"):
-        train(_config(tiny_model_dir, data, tmp_path / "a", resume=True, steps=2))
+    with pytest.raises(Crash):
+        train(interrupted, _crash_after(3))
+    changed = interrupted.model_copy(update={"resume": True, "learning_rate": 1e-2})
+    with pytest.raises(InvalidRequestError, match="other data or settings"):
+        train(changed)
 
 
 @pytest.mark.slow
@@ -207,3 +247,42 @@ def test_finetune_writes_a_manifest_the_store_accepts_with_card_and_pins(
     assert file_sha256(data) in card and "LoRA fine-tune" in card and "| 4 |" in card
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_model_dir)
+
+
+# -- the CLI refuses bad input before any training, with one clear line ------------------------
+def _cli(*args: str):  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from mesh.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.slow
+def test_finetune_cli_refuses_bad_options_before_training(tmp_path: Path) -> None:
+    data = pirate_data(tmp_path / "train.jsonl")
+    out = str(tmp_path / "out")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    cases = [
+        (["--data", str(data), "--out", out, "--eval", str(data)], "go together"),
+        (["--data", str(data), "--out", out, "--batch-size", "0"], "batch_size"),
+        (["--data", str(data), "--out", out, "--steps", "2", "--epochs", "1"], "not both"),
+        (["--data", str(tmp_path / "missing.jsonl"), "--out", out], "cannot read"),
+        (["--data", str(data), "--out", str(a_file / "x")], "cannot write there"),
+        (["--data", str(data), "--out", out, "--name", "My_Model"], "name"),
+        (["--data", str(data), "--out", out, "--version", "1.0"], "semantic version"),
+    ]
+    for args, message in cases:
+        result = _cli("finetune", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "out" / "adapter").exists()
+
+
+def test_eval_cli_names_a_folder_without_a_manifest(tmp_path: Path) -> None:
+    data = pirate_data(tmp_path / "eval.jsonl")
+    result = _cli("eval", str(tmp_path), "--data", str(data), "--metric", "exact")
+    assert result.exit_code == 1 and "cannot read it" in result.output, result.output
+    result = _cli("eval", "./nope", "--data", str(data), "--metric", "nope")
+    assert result.exit_code == 1 and "unknown metric" in result.output, result.output
