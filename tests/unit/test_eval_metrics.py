@@ -3,6 +3,7 @@ prediction does reaches outside its in-memory database or its sandbox."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -242,6 +243,89 @@ def test_an_infinite_loop_is_killed_at_the_timeout() -> None:
     started = time.monotonic()
     assert code("while True:\n    pass") == 0.0
     assert time.monotonic() - started < 8
+
+
+@pytest.mark.parametrize(
+    "cheat",
+    [
+        "import builtins\nbuiltins.exec = lambda *a, **k: None",
+        "import builtins\nreal = compile\nbuiltins.compile = lambda *a, **k: real('1', '', 'exec')",
+        "import builtins, os\nreal = open\nbuiltins.open = lambda *a, **k: real(os.devnull)",
+        "import builtins\nbuiltins.vars = lambda *a: {'add': lambda a, b: a + b}",
+    ],
+)
+def test_rebinding_builtins_does_not_skip_the_tests(cheat: str) -> None:
+    assert code(cheat) == 0.0
+
+
+def test_a_trace_function_cannot_jump_the_runner_past_the_tests() -> None:
+    jump = (
+        "import sys\n"
+        "lines = open('runner.py').read().splitlines()\n"
+        "end = next(n for n, line in enumerate(lines, 1) if 'write(1' in line)\n"
+        "def tracer(frame, event, arg):\n"
+        "    if event == 'line' and frame.f_code.co_name == 'main':\n"
+        "        frame.f_lineno = end\n"
+        "    return tracer\n"
+        "frame = sys._getframe()\n"
+        "while frame.f_code.co_name != 'main':\n"
+        "    frame = frame.f_back\n"
+        "frame.f_trace = tracer\n"
+        "sys.settrace(tracer)"
+    )
+    assert code(jump) == 0.0
+
+
+def test_the_answer_cannot_read_the_nonce_from_stdin_environment_or_argv() -> None:
+    leak = (
+        "import os, re, sys\n"
+        "seen = sys.stdin.read() + ' '.join([*os.environ.values(), *sys.argv])\n"
+        "seen += open('/proc/self/environ').read() + open('/proc/self/cmdline').read()\n"
+        "print(*re.findall('[0-9a-f]{32}', seen)[-1:], flush=True)\n"
+        "os._exit(0)"
+    )
+    assert code(leak) == 0.0
+
+
+def test_an_answer_that_forks_in_a_loop_scores_zero_quickly() -> None:
+    # Bounded (each child sleeps, the parent goes on), so a regression scores 1, not a fork bomb.
+    forks = (
+        "import os, time\n"
+        "for _ in range(100):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+        "def add(a, b):\n"
+        "    return a + b"
+    )
+    started = time.monotonic()
+    assert code(forks) == 0.0
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="RLIMIT_NPROC counts all of a non-root user's processes"
+)
+def test_threads_still_work_where_processes_do_not() -> None:
+    threads = (
+        "import threading\n"
+        "done = []\n"
+        "workers = [threading.Thread(target=done.append, args=(n,)) for n in range(4)]\n"
+        "for worker in workers:\n"
+        "    worker.start()\n"
+        "for worker in workers:\n"
+        "    worker.join()\n"
+        "assert sorted(done) == [0, 1, 2, 3]\n"
+        "import subprocess\n"
+        "try:\n"
+        "    subprocess.run(['true'])\n"
+        "except OSError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('started a process')"
+    )
+    result = run_python(threads)
+    assert result.passed, result.output
 
 
 def test_a_main_block_in_the_answer_does_not_run() -> None:
