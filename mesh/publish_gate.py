@@ -4,11 +4,13 @@ operator's share (`MESH_GATE_MAX_SHARE`) of another installed specialist's queri
 
 The gate applies where a specialist goes live: `mesh install`, and a publish that installs (the
 operator's publish with `MESH_AUTO_INSTALL`, or a new version of a specialist installed at
-"latest"). `force` lets it through; a dry run only reports. The labelled queries are the current
-router artifact's labelled set plus every installed specialist's own examples, gathered here
-(`gather`) for both callers. Who replays them: the CLI in its own process with the router the
-mesh would serve (`local_router`), the gateway through the router deployment
-(`RouterService.impact`), which holds that router already, so the gateway loads no encoder.
+"latest"). `force` lets it through; a dry run only reports. The labelled queries are every
+installed specialist's own examples (public: `mesh show` lists them) and, for the operator only,
+the current router artifact's labelled set (the operator's data: a publisher's dry run must not
+tell which queries are in it), gathered here (`gather`) for both callers. Who replays them: the
+CLI in its own process with the router the mesh would serve (`local_router`), the gateway
+through the router deployment (`RouterService.impact`), which holds that router already, so the
+gateway loads no encoder.
 """
 
 from __future__ import annotations
@@ -38,10 +40,17 @@ class ImpactRequest(BaseModel):
     candidate_examples: list[str] = Field(description="The candidate's index texts.")
     examples: dict[str, list[str]] = Field(description="Installed specialists' index texts.")
     labelled: list[LabelledQuery]
+    operator: bool = Field(
+        description="Asked by the operator: the artifact's labelled set is replayed and the "
+        "report shows sample queries; for anyone else neither."
+    )
 
     @classmethod
-    def gather(cls, registry: Registry, manifest: SpecialistManifest) -> ImpactRequest:
-        """The installed set and the labelled queries of now, and the candidate `manifest`."""
+    def gather(
+        cls, registry: Registry, manifest: SpecialistManifest, *, operator: bool
+    ) -> ImpactRequest:
+        """The installed set and the labelled queries of now, and the candidate `manifest`;
+        the artifact's labelled set only for the operator (it is theirs)."""
         installed = registry.installed()
         own = [
             LabelledQuery(text=text, label=name)
@@ -53,15 +62,17 @@ class ImpactRequest(BaseModel):
             version=manifest.version,
             candidate_examples=index_texts(manifest),
             examples={name: index_texts(spec) for name, spec in installed.items()},
-            labelled=[*artifact_labelled(registry), *own],
+            labelled=[*(artifact_labelled(registry) if operator else []), *own],
+            operator=operator,
         )
 
     def replay(self, router: Callable[[], Router]) -> ImpactReport:
-        """`replay_impact` with `router()` as the template; the router (and its encoder) is
-        asked for only when some query is labelled for another installed specialist."""
+        """`replay_impact` with `router()` as the template, without query texts unless the
+        operator asks; the router (and its encoder) is asked for only when some query is
+        labelled for another installed specialist."""
         if not contested(self.labelled, self.examples, self.candidate):
             return ImpactReport(candidate=self.candidate, version=self.version)
-        return replay_impact(
+        report = replay_impact(
             router(),
             self.labelled,
             self.examples,
@@ -69,6 +80,7 @@ class ImpactRequest(BaseModel):
             self.candidate_examples,
             version=self.version,
         )
+        return report if self.operator else report.without_samples()
 
 
 class GateCheck(BaseModel):
@@ -146,8 +158,9 @@ def local_router(settings: MeshSettings, registry: Registry) -> Router:
 
 
 def impact_for(
-    registry: Registry, manifest: SpecialistManifest, settings: MeshSettings
+    registry: Registry, manifest: SpecialistManifest, settings: MeshSettings, *, operator: bool
 ) -> ImpactReport:
-    """The impact report of installing `manifest`, computed in this process (the CLI)."""
-    request = ImpactRequest.gather(registry, manifest)
+    """The impact report of installing `manifest`, computed in this process (the CLI), as
+    `operator` may see it."""
+    request = ImpactRequest.gather(registry, manifest, operator=operator)
     return request.replay(lambda: local_router(settings, registry))

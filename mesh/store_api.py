@@ -85,12 +85,13 @@ class StoreService:
     async def gate_check(
         self, manifest: SpecialistManifest, principal: Principal, *, installs: bool
     ) -> GateCheck:
-        """The quality gate's report for `manifest`, replayed by the router deployment; query
-        texts are left out for callers other than the operator (the labelled set is theirs)."""
-        request = await self.call(ImpactRequest.gather, self.store(), manifest)
+        """The quality gate's report for `manifest`, replayed by the router deployment. For
+        callers other than the operator only the public labelled queries (the installed
+        specialists' examples) and no query texts: the artifact's labelled set is theirs."""
+        request = await self.call(
+            lambda: ImpactRequest.gather(self.store(), manifest, operator=principal.operator)
+        )
         report: ImpactReport = await self.router_handle.impact.remote(request)
-        if not principal.operator:
-            report = report.without_samples()
         return GateCheck(impact=report, installs=installs, max_share=self.settings.gate_max_share)
 
     async def principal(self, authorization: str | None) -> Principal:
@@ -231,7 +232,9 @@ async def publish(
     dry_run: DryRunQuery = False,
 ) -> dict[str, Any] | JSONResponse:
     """Publish a manifest sent as JSON, or as YAML with a YAML content type. A publish that
-    installs passes the quality gate first; `dry_run` answers with its report (200)."""
+    installs passes the quality gate first; `dry_run` answers with its report (200). Ownership
+    and version are checked before any report, and only a dry run or a publish that installs
+    is replayed: a publisher's publish does not wait on the router deployment."""
     svc = service()
     principal = await svc.principal(authorization)
     principal.require_publisher("publishing")
@@ -248,22 +251,21 @@ async def publish(
             ) from None
         manifest = parse_manifest(data, source="request body")
     check_publishable(manifest)
-    manifest = await svc.call(lambda: pin_artifacts(manifest, svc.artifacts()))
     store = svc.store()
+    await svc.call(store.check_publish, manifest, principal)
+    manifest = await svc.call(lambda: pin_artifacts(manifest, svc.artifacts()))
     install = await svc.call(
         lambda: store.publish_installs(manifest.name, principal, install=svc.settings.auto_install)
     )
-    check = await svc.gate_check(manifest, principal, installs=install)
-    if dry_run:
-        return dry_run_answer(manifest, check)
-    if install:
+    impact = None
+    if dry_run or install:
+        check = await svc.gate_check(manifest, principal, installs=install)
+        if dry_run:
+            return dry_run_answer(manifest, check)
         check_gate(check.impact, check.max_share, force)
+        impact = check.impact.model_dump(mode="json")
     await svc.call(lambda: store.publish(manifest, principal, install=install))
-    return {
-        "published": manifest.ref,
-        "installed": install,
-        "impact": check.impact.model_dump(mode="json"),
-    }
+    return {"published": manifest.ref, "installed": install, "impact": impact}
 
 
 @router.post("/v1/specialists/{name}/install", response_model=None)
@@ -285,7 +287,9 @@ async def install(
     if dry_run:
         return dry_run_answer(manifest, check)
     check_gate(check.impact, check.max_share, force)
-    state = await svc.call(store.install, name, version, principal)
+    state = await svc.call(
+        lambda: store.install(name, version, principal, resolved=manifest.version)
+    )
     return {"installed": name, **state.model_dump(), "impact": check.impact.model_dump(mode="json")}
 
 

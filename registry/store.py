@@ -138,6 +138,15 @@ class Registry:
         self._transaction(write)
         return manifest
 
+    def check_publish(self, manifest: SpecialistManifest, principal: Principal) -> None:
+        """Refuse now what `publish` would refuse for ownership or version (403, 409), writing
+        nothing: a dry run answers as the publish would, before any report is computed."""
+        principal.require_publisher(f"publishing {manifest.name}")
+        with self._errors():
+            existing: list[str] = self.client.zrange(keys.versions(manifest.name), 0, -1)
+            owner: str | None = self.client.hget(keys.meta(manifest.name), "owner")
+        _check_publish(manifest, existing, owner, principal)
+
     def publish_installs(self, name: str, principal: Principal, *, install: bool) -> bool:
         """Whether `publish(..., principal, install=install)` of `name` would also install it
         (what the quality gate guards): the operator's publish of a name not installed yet
@@ -189,11 +198,19 @@ class Registry:
 
     # -- installing -----------------------------------------------------------------------
     def install(
-        self, name: str, version: str = LATEST, principal: Principal | None = None
+        self,
+        name: str,
+        version: str = LATEST,
+        principal: Principal | None = None,
+        *,
+        resolved: str | None = None,
     ) -> InstallState:
-        """Install a published specialist at a version, or at the latest one not yanked."""
+        """Install a published specialist at a version, or at the latest one not yanked, pinned
+        to `version`. `resolved`: what the caller's `installable(name, version)` gave (the
+        version its quality gate checked), installed instead of resolving "latest" again, so a
+        publish in between cannot slip in an unchecked version."""
         (principal or TRUSTED).require_operator(f"installing {name}")
-        state = InstallState(pin=version, version=self.installable(name, version))
+        state = InstallState(pin=version, version=self.installable(name, resolved or version))
         with self._errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.hset(keys.INSTALLED, name, state.model_dump_json())
             _event(pipe, "install", name, state.version)

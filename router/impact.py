@@ -3,11 +3,16 @@
 `replay_impact` routes labelled queries twice, over the installed set and over the installed set
 with the candidate added (a new version of an installed specialist replaces its old examples),
 and counts per labelled specialist the queries it answered before and the candidate answers
-after: "takes 31% of `code`'s labelled queries (12 of 39)". The routers are clones of the one
-the mesh serves (`template`: its encoder, method, fallback and fitted thresholds), so the
-decision rules are the real ones, fallback and panels included. A panel the candidate joins
-counts as taken: the victim no longer answers alone. Queries labelled for the candidate itself,
-for nobody, or for a specialist that is not installed count for no one.
+after: "takes 31% of `code`'s labelled queries (12 of 39)". The routers copy the one the mesh
+serves (`template`: its encoder, method, fallback and fitted thresholds), so the decision rules
+are the real ones, fallback and panels included. A panel the candidate joins counts as taken:
+the victim no longer answers alone. Queries labelled for the candidate itself, for nobody, or
+for a specialist that is not installed count for no one.
+
+Most labelled queries are the installed specialists' own examples, which the index holds too:
+routed as they are, each would win on itself and only a verbatim copy could take it. So every
+query is routed as one the index has never seen (leave-one-out): the index rows of exactly its
+text are left out of its scores, before and after alike.
 
 Pure logic: the caller gathers the queries and examples (`mesh.publish_gate`).
 """
@@ -16,13 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
 from registry.router_artifacts import LabelledQuery
 from router.cache import EmbeddingCache
 from router.decision import RouteDecision
 from router.index import RouterIndex
-from router.router import Router
+from router.policy import decide, find_pin
+from router.router import FOLDS, Router
 
 SAMPLES = 3
 
@@ -131,8 +138,8 @@ def replay_impact(
     size = len(queries) + sum(len(t) for t in after_examples.values())
     cache = EmbeddingCache(template.encoder, size)  # each text encoded once for both routers
     texts = [text for text, _ in queries]
-    before = _replica(template, cache, before_examples).route_batch(texts)
-    after = _replica(template, cache, after_examples).route_batch(texts)
+    before = _route_unseen(template, cache, before_examples, texts)
+    after = _route_unseen(template, cache, after_examples, texts)
     counts: dict[str, int] = {}
     taken: dict[str, list[str]] = {}
     for (text, label), was, now in zip(queries, before, after, strict=True):
@@ -155,11 +162,84 @@ def replay_impact(
 
 
 def _replica(template: Router, cache: EmbeddingCache, examples: dict[str, list[str]]) -> Router:
-    """The template router over another set of examples, sharing `cache`, explaining nothing."""
-    router = template.clone(RouterIndex.build(cache, examples))
+    """The template's rules over another set of examples, sharing `cache`, explaining nothing.
+    A fitted linear head is left behind: it fits the served index only, so "before" would
+    score with it and "after" with a fresh one; every replica trains its own instead."""
+    router = Router(
+        template.encoder,
+        RouterIndex.build(cache, examples),
+        fallback=template.fallback,
+        method=template.method,
+        threshold=template.threshold,
+        k=template.k,
+        panel_margin=template.panel_margin,
+        switch_margin=template.switch_margin,
+        thresholds=template.thresholds,
+        short_turn=template.short_turn,
+        cache_size=0,
+        explain=0,
+    )
     router.cache = cache
-    router.explain = 0
     return router
+
+
+def _route_unseen(
+    template: Router, cache: EmbeddingCache, examples: dict[str, list[str]], texts: list[str]
+) -> list[RouteDecision]:
+    """Route `texts` over `examples`, each without the index rows of exactly its text.
+
+    The example methods score a specialist from its own rows alone, so only the (query,
+    specialist) pairs that hold the query's text are scored again, without it. A trained head
+    cannot forget one row: for `linear`, each fold of the queries is routed by a replica
+    trained without that fold's texts instead.
+    """
+    if template.method == "linear":
+        routed: dict[int, RouteDecision] = {}
+        for fold in range(min(FOLDS, len(texts))):
+            part = list(range(fold, len(texts), FOLDS))
+            held = {texts[i] for i in part}
+            kept = {name: [t for t in rows if t not in held] for name, rows in examples.items()}
+            decisions = _replica(template, cache, kept).route_batch([texts[i] for i in part])
+            routed.update(zip(part, decisions, strict=True))
+        return [routed[i] for i in range(len(texts))]
+    router = _replica(template, cache, examples)
+    index = router.index
+    rows: dict[str, set[int]] = {}
+    for row, text in enumerate(index.texts):
+        rows.setdefault(text, set()).add(row)
+    pins = [find_pin(text, index.ids) for text in texts]
+    asked = [text for _, text in pins]
+    vectors = router.embed(asked)
+    scores = np.array(router.scorer().scores(vectors), dtype=np.float32)
+    for i, text in enumerate(asked):
+        hidden = rows.get(text, set())
+        for owner in {int(index.owners[row]) for row in hidden}:
+            scores[i, owner] = _score_without(router, owner, hidden, vectors[i])
+    cuts = router.threshold_row()
+    fallback = index.ids.get(router.fallback) if router.fallback else None
+    return [
+        decide(
+            index.names,
+            row,
+            cuts,
+            router.policy,
+            pinned=index.ids[pin] if pin else None,
+            words=len(text.split()),
+            fallback_id=fallback,
+        )
+        for (pin, text), row in zip(pins, scores, strict=True)
+    ]
+
+
+def _score_without(router: Router, owner: int, hidden: set[int], query: np.ndarray) -> float:
+    """Specialist `owner`'s score for `query` by the router's example method, from its rows
+    other than `hidden`; the lowest cosine when none is left."""
+    index = router.index
+    keep = [int(row) for row in index.slots[owner][index.mask[owner]] if row not in hidden]
+    if not keep:
+        return -1.0
+    alone = RouterIndex([index.names[owner]], index.vectors[keep], np.zeros(len(keep), dtype=int))
+    return float(alone.scores(query[None], router.method, router.k)[0, 0])
 
 
 def _answerers(decision: RouteDecision) -> set[str]:

@@ -39,10 +39,11 @@ def install(
     settings = load_settings()
     with open_store(token) as (registry, principal):
         principal.require_operator(f"installing {name}")
-        manifest = registry.get(name, registry.installable(name, version or LATEST))
-        report = impact_for(registry, manifest, settings)
+        pin = version or LATEST
+        manifest = registry.get(name, registry.installable(name, pin))
+        report = impact_for(registry, manifest, settings, operator=principal.operator)
         check_gate(report, settings.gate_max_share, force)
-        state = registry.install(name, version or LATEST, principal)
+        state = registry.install(name, pin, principal, resolved=manifest.version)
     typer.echo(report.summary)
     typer.echo(f"installed {name}@{state.version} (pinned to {state.pin})")
 

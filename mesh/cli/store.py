@@ -43,7 +43,8 @@ def register(
     `artifact:<sha256>`, so every node of the mesh can fetch them. A publish that installs
     passes the quality gate first: it replays the router's labelled queries with the new
     specialist added, and refuses one that would take more than MESH_GATE_MAX_SHARE of another
-    specialist's queries unless --force.
+    specialist's queries unless --force. Ownership and version are checked before the report;
+    a publisher's report replays the installed specialists' examples only, without samples.
     """
     from mesh.publish_gate import GateCheck, check_gate, impact_for
     from registry import parse_manifest
@@ -62,10 +63,11 @@ def register(
     settings = load_settings()
     with open_store(token) as (registry, principal):
         principal.require_publisher(f"publishing {preview.name}")
+        registry.check_publish(preview, principal)
         installs = registry.publish_installs(preview.name, principal, install=settings.auto_install)
         if dry_run or installs:
             check = GateCheck(
-                impact=impact_for(registry, preview, settings),
+                impact=impact_for(registry, preview, settings, operator=principal.operator),
                 installs=installs,
                 max_share=settings.gate_max_share,
             )

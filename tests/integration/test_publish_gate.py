@@ -76,10 +76,24 @@ def test_a_dry_run_reports_the_impact_and_writes_nothing(mesh: RunningMesh) -> N
     assert as_owner["installs"] is False and as_owner["passes"] is True, "an owner's waits"
     assert as_owner["impact"]["worst"] == "code"
     assert as_owner["impact"]["victims"][0]["samples"] == [], "the labelled set is the operator's"
+    # Ownership and version are checked before any report, as the publish would.
+    theirs = httpx.post(url, json={**COPYCAT, "name": "code"}, headers=token, timeout=60)
+    assert theirs.status_code == 403 and "impact" not in theirs.text, theirs.text
+    code = get_json(f"{mesh.base_url}/v1/specialists/code")["manifest"]
+    again = httpx.post(url, json=code, headers=ADMIN, timeout=60)
+    assert again.status_code == 409 and "immutable" in again.text, again.text
 
     niche = httpx.post(url, json=NICHE, headers=ADMIN, timeout=120).json()
     assert niche["passes"] is True and niche["impact"]["max_share"] <= 0.25, niche
     assert not published(mesh, "gate-copycat") and not published(mesh, "gate-gardening")
+
+    # A publish that installs nothing (an owner's) is not replayed at all.
+    waits = httpx.post(url.split("?")[0], json=NICHE, headers=token, timeout=60)
+    try:
+        assert waits.status_code == 201, waits.text
+        assert waits.json()["installed"] is False and waits.json()["impact"] is None
+    finally:
+        httpx.delete(f"{mesh.base_url}/v1/specialists/gate-gardening", headers=ADMIN, timeout=30)
 
 
 def test_an_operator_publish_of_a_copycat_needs_force(mesh: RunningMesh) -> None:
@@ -136,10 +150,21 @@ def test_register_dry_run_prints_the_report_and_install_needs_force(  # type: ig
     assert "gate-copycat" not in registry.names(), "dry run and refusal wrote nothing"
 
     token = json.loads(cli("token", "create", "--owner", OWNER, "--json").stdout)["token"]
+    as_owner = cli("register", str(path), "--dry-run", "--token", token)
+    assert as_owner.exit_code == 0 and "`code`" in as_owner.output, as_owner.output
+    assert "e.g." not in as_owner.output, "a publisher sees no sample queries"
+    theirs = tmp_path / "code.yaml"
+    theirs.write_text(yaml.safe_dump({**COPYCAT, "name": "code"}))
+    refused = cli("register", str(theirs), "--dry-run", "--token", token)
+    assert refused.exit_code == 1 and "takes" not in refused.output, "ownership before the report"
     assert cli("register", str(path), "--token", token).exit_code == 0, "an owner's publish waits"
     refused = cli("install", "gate-copycat")
     assert refused.exit_code == 1 and "--force" in refused.output
     assert "gate-copycat" not in registry.install_states()
     forced = cli("install", "gate-copycat", "--force")
     assert forced.exit_code == 0, forced.output
-    assert "`code`" in forced.output and registry.install_states()["gate-copycat"].version
+    assert "`code`" in forced.output
+    assert registry.install_states()["gate-copycat"].model_dump() == {
+        "pin": "latest",
+        "version": "1.0.0",
+    }, "the version the gate checked, still following new publishes"
