@@ -165,20 +165,7 @@ def _replica(template: Router, cache: EmbeddingCache, examples: dict[str, list[s
     """The template's rules over another set of examples, sharing `cache`, explaining nothing.
     A fitted linear head is left behind: it fits the served index only, so "before" would
     score with it and "after" with a fresh one; every replica trains its own instead."""
-    router = Router(
-        template.encoder,
-        RouterIndex.build(cache, examples),
-        fallback=template.fallback,
-        method=template.method,
-        threshold=template.threshold,
-        k=template.k,
-        panel_margin=template.panel_margin,
-        switch_margin=template.switch_margin,
-        thresholds=template.thresholds,
-        short_turn=template.short_turn,
-        cache_size=0,
-        explain=0,
-    )
+    router = template.clone(RouterIndex.build(cache, examples), fitted=False, explain=0)
     router.cache = cache
     return router
 

@@ -186,9 +186,12 @@ class Router:
                 self._view = view
         return view
 
-    def clone(self, index: RouterIndex) -> Router:
-        """The same router (encoder and its cache, options, thresholds, fitted data) over
-        another index, as a new object: the caller swaps it in whole."""
+    def clone(
+        self, index: RouterIndex, *, fitted: bool = True, explain: int | None = None
+    ) -> Router:
+        """The same router (encoder and its cache, options, thresholds) over another index, as
+        a new object: the caller swaps it in whole. `fitted=False` leaves the fitted data (the
+        linear head) behind, for a router whose index differs from the one it was fitted on."""
         twin = Router(
             self.encoder,
             index,
@@ -201,10 +204,11 @@ class Router:
             thresholds=self.thresholds,
             short_turn=self.short_turn,
             cache_size=0,
-            explain=self.explain,
+            explain=self.explain if explain is None else explain,
         )
         twin.cache = self.cache
-        twin._extra, twin._head = self._extra, self._head
+        if fitted:
+            twin._extra, twin._head = self._extra, self._head
         return twin
 
     @property
