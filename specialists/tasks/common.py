@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from specialists.training.records import ChatRecord, Turn
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 # Chance that an evaluation item uses one of the phrasings held out of training (the rest use
 # training phrasings, so the held-out part measures both new wording and new structure).
@@ -33,6 +34,35 @@ LAST_NAMES = (
 def split_rng(seed: int, split: str) -> random.Random:
     """An independent, reproducible stream per split, so train and eval never share draws."""
     return random.Random(f"{seed}:{split}")
+
+
+class RecordMaker(Protocol[T_contra]):
+    def __call__(
+        self, rng: random.Random, item: T_contra, /, *, evaluation: bool
+    ) -> ChatRecord: ...
+
+
+def held_out_splits(
+    make_record: RecordMaker[T],
+    train_pool: Sequence[T],
+    held_out_pool: Sequence[T],
+    n_train: int,
+    n_eval: int,
+    seed: int,
+) -> tuple[list[ChatRecord], list[ChatRecord]]:
+    """(train, eval): train cycles through `train_pool`, eval through `held_out_pool` only,
+    each from its own seeded stream (the eval split does not depend on `n_train`)."""
+    train_rng, eval_rng = split_rng(seed, "train"), split_rng(seed, "eval")
+    train = [
+        make_record(train_rng, train_pool[i % len(train_pool)], evaluation=False)
+        for i in range(n_train)
+    ]
+    held_out = [
+        make_record(eval_rng, held_out_pool[i % len(held_out_pool)], evaluation=True)
+        for i in range(n_eval)
+    ]
+    train_rng.shuffle(train)
+    return train, held_out
 
 
 def person(rng: random.Random) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 
-from specialists.tasks.common import chat_record, pick_phrasing, split_rng
+from specialists.tasks.common import chat_record, held_out_splits, pick_phrasing
 from specialists.tasks.extract_kinds import HELD_OUT_KINDS, TRAIN_KINDS, Kind
 from specialists.training.records import ChatRecord
 
@@ -63,14 +63,4 @@ def make_record(rng: random.Random, kind: Kind, *, evaluation: bool) -> ChatReco
 
 def make_splits(n_train: int, n_eval: int, seed: int) -> tuple[list[ChatRecord], list[ChatRecord]]:
     """(train, eval): train over `TRAIN_KINDS`, eval over `HELD_OUT_KINDS` only."""
-    train_rng, eval_rng = split_rng(seed, "train"), split_rng(seed, "eval")
-    train = [
-        make_record(train_rng, TRAIN_KINDS[i % len(TRAIN_KINDS)], evaluation=False)
-        for i in range(n_train)
-    ]
-    held_out = [
-        make_record(eval_rng, HELD_OUT_KINDS[i % len(HELD_OUT_KINDS)], evaluation=True)
-        for i in range(n_eval)
-    ]
-    train_rng.shuffle(train)
-    return train, held_out
+    return held_out_splits(make_record, TRAIN_KINDS, HELD_OUT_KINDS, n_train, n_eval, seed)

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from specialists.tasks.common import chat_record, pick_phrasing, split_rng
+from specialists.tasks.common import chat_record, held_out_splits, pick_phrasing
 from specialists.tasks.sql_domains import HELD_OUT_DOMAINS, TRAIN_DOMAINS, Column, Domain, Kind
 from specialists.training.records import ChatRecord
 
@@ -376,14 +376,4 @@ def make_record(rng: random.Random, domain: Domain, *, evaluation: bool) -> Chat
 
 def make_splits(n_train: int, n_eval: int, seed: int) -> tuple[list[ChatRecord], list[ChatRecord]]:
     """(train, eval): train over `TRAIN_DOMAINS`, eval over `HELD_OUT_DOMAINS` only."""
-    train_rng, eval_rng = split_rng(seed, "train"), split_rng(seed, "eval")
-    train = [
-        make_record(train_rng, TRAIN_DOMAINS[i % len(TRAIN_DOMAINS)], evaluation=False)
-        for i in range(n_train)
-    ]
-    held_out = [
-        make_record(eval_rng, HELD_OUT_DOMAINS[i % len(HELD_OUT_DOMAINS)], evaluation=True)
-        for i in range(n_eval)
-    ]
-    train_rng.shuffle(train)
-    return train, held_out
+    return held_out_splits(make_record, TRAIN_DOMAINS, HELD_OUT_DOMAINS, n_train, n_eval, seed)
