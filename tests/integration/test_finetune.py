@@ -68,6 +68,12 @@ def test_finetune_register_route(mesh: RunningMesh, tmp_path: Path) -> None:
 
     state = wait_for(running, timeout_s=300, what="pirate to go live")
     assert state["pool"] and state["pool"].startswith("base-"), state
+
+    def routable() -> bool:  # the gateway's live view (what routing indexes) has caught up
+        models = httpx.get(f"{mesh.base_url}/v1/models", timeout=30).json()["data"]
+        return "pirate" in {m["id"] for m in models}
+
+    wait_for(routable, timeout_s=120, what="pirate in the gateway's live view")
     completion = httpx.post(
         f"{mesh.base_url}/v1/chat/completions",
         json={
