@@ -28,6 +28,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     env = {
         "MESH_ADMIN_TOKEN": ADMIN_TOKEN,
         "MESH_REDIS_RESTART_DELAY_S": str(REDIS_RESTART_DELAY_S),
+        # The tests add a dozen small specialists to the catalog's six (and the adapters' pool):
+        # more than 2 logical CPUs of replica reservations. Logical CPUs are Ray's scheduling
+        # budget, not cores, so the test mesh declares 4 on this 2-core machine.
+        "MESH_RAY_NUM_CPUS": "4",
     }
     try:
         with running_mesh(home, env=env, timeout_s=STARTUP_TIMEOUT_S) as process:

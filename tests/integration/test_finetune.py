@@ -87,5 +87,12 @@ def test_finetune_register_route(mesh: RunningMesh, tmp_path: Path) -> None:
     assert completion["mesh"]["specialist"] == "pirate", completion["mesh"]["decision"]
     assert completion["choices"][0]["message"]["content"].startswith("Arr!")
 
+    # `mesh eval NAME` scores the installed specialist through the mesh, its base offline.
+    args = ["eval", "pirate", "--data", str(held_out), "--metric", "exact", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--max-tokens", "24", "--json"], env=mesh.env)
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout[result.stdout.index("{") :])
+    assert scored["n"] == 2 and scored["specialist_score"] > scored["base"], scored
+
     deleted = httpx.delete(f"{mesh.base_url}/v1/specialists/pirate", headers=admin, timeout=60)
     assert deleted.status_code in (200, 409), deleted.text
