@@ -81,7 +81,12 @@ def test_catalog_is_valid_and_routable() -> None:
         assert len(manifest.examples) >= 10
     for manifest in llms:
         assert manifest.system_prompt
-        assert "math" in manifest.can_message
+        if "fine-tuned" in manifest.tags:  # answers in SQL or JSON only: nothing to delegate
+            assert manifest.model.adapter and manifest.model.adapter.startswith("package:")
+            assert any(key.startswith("adapter/") for key in manifest.model.sha256)
+        else:  # prompt-only specialists hand arithmetic to the math tool
+            assert "prompt-only" in manifest.tags and "math" in manifest.can_message
+    assert {m.name for m in llms if "fine-tuned" in m.tags} >= {"sql", "extract"}
     prompts = {m.system_prompt for m in llms}
     assert len(prompts) == len(llms), "each specialist has its own system prompt"
 
