@@ -149,7 +149,7 @@ def test_bad_manifest_shows_the_field_error(page, tmp_path: Path) -> None:  # ty
 def test_mesh_tab_shows_replicas(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("tab", name="Mesh").click()
     table = page.locator("#mesh-table")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded CI machine refreshes slowly
     while "RUNNING" not in table.inner_text() and time.monotonic() < deadline:
         page.wait_for_timeout(500)
     text = table.inner_text()
