@@ -20,7 +20,7 @@ from registry.manifest import SpecialistManifest
 from specialists.decoding import BatchDecoder, PrefixCache
 from specialists.engine import ChatMessage, Engine, GenerationParams, Prompt
 from specialists.sources import SourceOptions, adapter_folder, resolve_source, verify_sources
-from specialists.weights import load_causal_lm, refuse_pickle
+from specialists.weights import eos_token_ids, load_causal_lm, refuse_pickle
 
 
 class TransformersEngine(Engine):
@@ -53,7 +53,7 @@ class TransformersEngine(Engine):
             self.model = attach_adapter(self.model, adapter, "default").merge_and_unload()
         self.model.eval()
         config = self.model.config
-        self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         self.prefix = self._prefix_cache()
 
@@ -199,10 +199,3 @@ def check_adapter_fits(model: Any, folder: Path) -> None:
                     "another base",
                     param=ADAPTER_FIELD,
                 )
-
-
-def _eos_ids(configured: int | list[int] | None, tokenizer: Any) -> set[int]:
-    """Every token that ends an answer: the generation config's and the tokenizer's EOS."""
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    return {int(i) for i in ids if i is not None}

@@ -82,3 +82,11 @@ def torch_dtype(name: str, device: str) -> Any:
     if name == "auto":
         return torch.float16 if device == "cuda" else torch.float32
     return getattr(torch, name)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token that ends an answer: the generation config's and the tokenizer's EOS."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {int(i) for i in ids if i is not None}

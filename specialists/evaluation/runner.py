@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from registry.errors import InvalidRequestError, UnavailableError
 from specialists.evaluation.metrics import get_metric
 from specialists.training.records import ChatRecord, Turn
+from specialists.weights import eos_token_ids
 
 
 class Generator(Protocol):
@@ -146,10 +147,7 @@ class LocalGenerator:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
-        configured = getattr(model.generation_config, "eos_token_id", None)
-        eos = set(configured if isinstance(configured, list) else [configured])
-        eos.add(tokenizer.eos_token_id)
-        self.eos_ids = sorted(int(i) for i in eos if i is not None)
+        self.eos_ids = sorted(eos_token_ids(model, tokenizer))
 
     def encode(self, prompt: list[Turn]) -> list[int]:
         chat = [{"role": turn.role, "content": turn.content} for turn in prompt]

@@ -61,7 +61,7 @@ def finetune(
     pins = base_pins(config.base)
     prepare_out(config.out)
     draft_manifest(config, identity, records, pins)  # a bad name or version fails now
-    outcome, model, tokenizer = train(config, progress)
+    outcome, model, tokenizer = train(config, progress, records)
     summary = None
     if evaluation is not None and config.eval_data is not None:
         progress.on_message(f"evaluating on {config.eval_data} ({evaluation.metric})")

@@ -115,14 +115,16 @@ def batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[list
 
 
 def train(
-    config: FinetuneConfig, progress: Progress | None = None
+    config: FinetuneConfig,
+    progress: Progress | None = None,
+    records: list[ChatRecord] | None = None,
 ) -> tuple[TrainOutcome, Any, Any]:
     """Run the fine-tune; returns the outcome and the trained (peft) model with its tokenizer,
     so the caller can evaluate it without loading it again."""
     import torch
 
     progress = progress or Progress()
-    records = read_records(config.data)
+    records = records if records is not None else read_records(config.data)
     if config.eval_data is not None:
         read_records(config.eval_data)  # a broken eval file fails before an hour of training
     progress.on_message(f"loading base {config.base}")
