@@ -125,12 +125,15 @@ def deploy(specs: list[Any], sources: SourceOptions) -> list[str]:
 def ask(name: str, question: str, max_tokens: int) -> tuple[float, int]:
     from ray import serve
 
-    from specialists.deployment import app_name
+    from specialists.deployment import SpecialistRequest, app_name
+    from specialists.engine import ChatMessage, GenerationParams
 
-    params = {"max_tokens": max_tokens, "temperature": 0.0, "repetition_penalty": 1.0}
-    messages = [{"role": "user", "content": question}]
+    request = SpecialistRequest(
+        messages=[ChatMessage(role="user", content=question)],
+        params=GenerationParams(max_tokens=max_tokens, temperature=0.0, repetition_penalty=1.0),
+    )
     start = time.perf_counter()
-    result = serve.get_app_handle(app_name(name)).chat.remote(messages, params).result()
+    result = serve.get_app_handle(app_name(name)).chat.remote(request).result()
     return (time.perf_counter() - start) * 1000, result.completion_tokens
 
 

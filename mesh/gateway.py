@@ -48,8 +48,8 @@ from registry import (
 )
 from registry.errors import MeshError
 from router.decision import RouteDecision, RouteTarget
-from specialists.deployment import app_name
-from specialists.engine import GenerationParams, GenerationResult, TextDelta
+from specialists.deployment import SpecialistRequest, app_name
+from specialists.engine import ChatMessage, GenerationParams, GenerationResult, TextDelta
 from specialists.messages import Bounds, ContextState
 from specialists.serve_options import keep_replica_on_loopback
 
@@ -201,7 +201,7 @@ class Gateway:
             top_p=body.top_p,
             stop=body.stop_list(),
             seed=body.seed,
-        ).model_dump()
+        )
         response_id = completion_id()
         state = ContextState(conversation_id=response_id, bounds=self._bounds(body.mesh))
         live = set(self.follower.view.specialists)
@@ -216,7 +216,7 @@ class Gateway:
                 body.query(),
                 options=body.mesh,
                 default_aggregator=self.settings.panel_aggregator,
-                max_tokens=params["max_tokens"],
+                max_tokens=params.max_tokens,
             )
             aggregator = self.follower.view.specialists.get(panel.aggregator)
             if aggregator is None:  # went away while the drafts ran
@@ -237,11 +237,16 @@ class Gateway:
             recorded(failed)
             release()
 
-        call = (body.chat(), params, state.model_dump(), data)
+        call = SpecialistRequest(
+            messages=[ChatMessage.model_validate(m) for m in body.chat()],
+            params=params,
+            context=state,
+            data=data,
+        )
         if body.stream:
             return await self._stream(handle, call, info, response_id, finish)
         try:
-            result: GenerationResult = await handle.chat.remote(*call)
+            result: GenerationResult = await handle.chat.remote(call)
         except Exception as error:
             finish(True)
             raise as_mesh_error(error) from None
@@ -389,13 +394,13 @@ class Gateway:
     async def _stream(
         self,
         handle: DeploymentHandle,
-        call: tuple[Any, ...],
+        call: SpecialistRequest,
         info: MeshInfo,
         response_id: str,
         finish: Callable[[bool], None],
     ) -> StreamingResponse | JSONResponse:
         deltas = cast(
-            DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(*call)
+            DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
         )
         try:
             first: TextDelta = await deltas.__anext__()

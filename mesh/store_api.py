@@ -40,7 +40,7 @@ from registry import (
 from registry.artifact_store import ArtifactStore
 from registry.artifacts import pin_artifacts
 from router.impact import ImpactReport
-from specialists.tools.registry import check_publishable
+from specialists.engine_registry import check_publishable
 
 router = APIRouter()
 

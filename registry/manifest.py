@@ -38,6 +38,7 @@ RESERVED_NAMES = frozenset({"mesh", "auto", "mesh-auto"})
 # tell a publisher what exists on the server.
 PACKAGE_SCHEME = "package:"
 ARTIFACT_SCHEME = "artifact:"
+# Tool and engine names: registry keys, never module paths.
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
 ARTIFACT_ID = re.compile(r"^[0-9a-f]{64}\Z")
@@ -96,9 +97,12 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    engine: Literal["transformers", "tool"] = Field(
+    engine: str = Field(
         "transformers",
-        description="'transformers' runs model weights; 'tool' runs a tool of the tool registry.",
+        max_length=63,
+        description="An engine of the engine registry (entry-point group 'mesh.engines', "
+        "checked at publish): 'transformers' and 'onnx' run model weights on CPU or GPU, "
+        "'vllm' on GPU workers (extra 'gpu'), 'tool' runs a tool of the tool registry.",
     )
     source: str = Field(
         max_length=300,
@@ -132,6 +136,13 @@ class ModelSpec(_Strict):
         description="Read only so manifests stored before pickle became an operator setting "
         "(MESH_ALLOW_PICKLE) still load; `true` is refused.",
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_form(cls, value: str) -> str:
+        if not TOOL_NAME.match(value):
+            raise ValueError("must be an engine name (lower-case letters, digits, '_', '-')")
+        return value
 
     @field_validator("source")
     @classmethod

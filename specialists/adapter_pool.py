@@ -30,17 +30,22 @@ import json
 import re
 import threading
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
 
 from registry.errors import InvalidRequestError, ManifestError, UnavailableError
-from registry.manifest import ModelSpec, SpecialistManifest
+from registry.manifest import ModelSpec, Scaling, SpecialistManifest
 from specialists.decoding import BatchDecoder
-from specialists.engine import ChatMessage, GenerationParams, Prompt, TextDelta
-from specialists.scheduler import BatchScheduler
+from specialists.engine import (
+    ChatMessage,
+    Engine,
+    EngineCapabilities,
+    EngineRequest,
+    TextDelta,
+)
 from specialists.serve_options import deployment_options, keep_replica_on_loopback
 from specialists.sources import SourceOptions, adapter_folder, verify_sources
 from specialists.transformers_engine import TransformersEngine, attach_adapter, check_adapter_folder
@@ -57,6 +62,7 @@ class _Frozen(BaseModel):
 class BaseSpec(_Frozen):
     """What makes two adapter specialists share a base: the same weights, loaded the same way."""
 
+    engine: str = "transformers"
     source: str
     revision: str | None = None
     dtype: str = "auto"
@@ -80,14 +86,30 @@ class PoolConfig(_Frozen):
 
 
 def shares_base(manifest: SpecialistManifest) -> bool:
-    """Whether this specialist is served from its base's shared pool."""
+    """Whether this specialist is served from its base's shared pool: it has an adapter, did
+    not opt out, and its engine serves adapters on a shared base."""
     model = manifest.model
-    return model.engine == "transformers" and bool(model.adapter) and model.share_base
+    if not (model.adapter and model.share_base) or model.engine == "tool":
+        return False
+    from specialists.engine_registry import engine_class
+
+    return engine_class(model.engine).capabilities.adapters
+
+
+def pool_engine_class(engine: str) -> type[Engine]:
+    """The engine a pool of `engine` bases runs: the transformers engine's pool form keeps
+    adapters unmerged on one model; other engines serve adapters themselves."""
+    if engine == "transformers":
+        return AdapterPoolEngine
+    from specialists.engine_registry import engine_class
+
+    return engine_class(engine)
 
 
 def base_spec(manifest: SpecialistManifest) -> BaseSpec:
     model = manifest.model
     return BaseSpec(
+        engine=model.engine,
         source=model.source,
         revision=model.revision,
         dtype=model.dtype,
@@ -149,9 +171,9 @@ class AdapterPoolEngine(TransformersEngine):
     an adapter still used by running rows is deleted only when its last row is done.
     """
 
-    def __init__(self, base: BaseSpec, sources: SourceOptions | None = None) -> None:
-        super().__init__(_base_manifest(base), sources)
-        self.base = base
+    def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:
+        super().__init__(manifest, sources)
+        self.base = base_spec(manifest)
         self.lock = threading.Lock()  # model forward passes vs adapter changes
         self._book = threading.Lock()  # the counts below
         self._users: dict[str, int] = {}
@@ -195,7 +217,7 @@ class AdapterPoolEngine(TransformersEngine):
         if idle:
             self._delete(name)
 
-    def retire(self, name: str) -> None:
+    def retire_adapter(self, name: str) -> None:
         """Delete `name` now, or when its last running row is done."""
         with self._book:
             busy = self._users.get(name, 0) > 0
@@ -212,21 +234,6 @@ class AdapterPoolEngine(TransformersEngine):
         with self.lock:
             if name in self.adapters:
                 self.model.delete_adapter(name)
-
-    def prepare_for(
-        self, manifest: SpecialistManifest, messages: list[ChatMessage], params: GenerationParams
-    ) -> Prompt:
-        """Tokenize with the specialist's system prompt; the row decodes with its adapter."""
-        chat = list(messages)
-        if manifest.system_prompt:
-            chat.insert(0, ChatMessage(role="system", content=manifest.system_prompt))
-        try:
-            prompt = self.prepare(chat, params)
-        except InvalidRequestError as error:
-            message = error.message.replace(self.manifest.name, manifest.name)
-            raise InvalidRequestError(message, param=error.param) from None
-        prompt.adapter = adapter_key(adapter_id(manifest))
-        return prompt
 
     def _prefix_cache(self) -> None:
         """No shared prefix: each row brings its specialist's system prompt and decodes with
@@ -250,14 +257,17 @@ class _Locked:
             return self.engine.model(**kwargs)
 
 
-def _base_manifest(base: BaseSpec) -> SpecialistManifest:
+def pool_manifest(base: BaseSpec, max_batch_size: int = 8) -> SpecialistManifest:
+    """The manifest a pool's engine loads: the base alone, under the pool's batch limit."""
     return SpecialistManifest(
         name="shared-base",
         version="0.0.0",
         description=f"Shared base {base.source}",
         owner="mesh",
         examples=["-", "-", "-"],
+        scaling=Scaling(max_batch_size=max_batch_size),
         model=ModelSpec(
+            engine=base.engine,
             source=base.source,
             revision=base.revision,
             sha256=base.sha256,
@@ -270,13 +280,13 @@ def _base_manifest(base: BaseSpec) -> SpecialistManifest:
 class _LoadedAdapter:
     """What `@serve.multiplexed` caches per model id; Serve calls `__del__` on eviction."""
 
-    def __init__(self, engine: AdapterPoolEngine, name: str) -> None:
+    def __init__(self, engine: Engine, name: str) -> None:
         self.engine, self.name, self._gone = engine, name, False
 
     def __del__(self) -> None:  # Serve calls it on eviction; the GC may call it again
         if not self._gone:
             self._gone = True
-            self.engine.retire(self.name)
+            self.engine.retire_adapter(self.name)
 
 
 class AdapterPoolDeployment:
@@ -286,9 +296,10 @@ class AdapterPoolDeployment:
         keep_replica_on_loopback()
         self.config = PoolConfig.model_validate(config)
         options = SourceOptions.model_validate(sources or {})
-        self.engine = AdapterPoolEngine(self.config.base, options)
+        engine_type = pool_engine_class(self.config.base.engine)
+        manifest = pool_manifest(self.config.base, self.config.max_batch_size)
+        self.engine = engine_type(manifest, options)
         self.engine.load()
-        self.scheduler = BatchScheduler(self.engine, max_batch_size=self.config.max_batch_size)
         self._manifests: dict[str, SpecialistManifest] = {}
 
         async def load_adapter(model_id: str) -> _LoadedAdapter:
@@ -300,7 +311,7 @@ class AdapterPoolDeployment:
         self._adapter = serve.multiplexed(max_num_models_per_replica=capacity)(load_adapter)
 
     async def generate(
-        self, manifest: dict[str, Any], messages: list[dict[str, Any]], params: dict[str, Any]
+        self, manifest: dict[str, Any], request: EngineRequest
     ) -> AsyncIterator[TextDelta]:
         """The deltas of one answer by the specialist `manifest` describes (its adapter)."""
         spec = SpecialistManifest.model_validate(manifest)
@@ -309,24 +320,31 @@ class AdapterPoolDeployment:
             raise InvalidRequestError(f"call with multiplexed_model_id={model_id!r}")
         self._manifests[model_id] = spec
         loaded: _LoadedAdapter = await self._adapter(model_id)
-        self.engine.acquire(loaded.name)
+        messages = list(request.messages)
+        if spec.system_prompt:
+            messages.insert(0, ChatMessage(role="system", content=spec.system_prompt))
+        routed = request.model_copy(update={"messages": messages, "adapter": loaded.name})
+        acquire = getattr(self.engine, "acquire", None)
+        if acquire is not None:
+            acquire(loaded.name)
         try:
-            chat = [ChatMessage.model_validate(m) for m in messages]
-            prompt = self.engine.prepare_for(spec, chat, GenerationParams.model_validate(params))
-            async for delta in self.scheduler.stream(prompt):
+            async for delta in self.engine.stream(routed):
                 yield delta
+        except InvalidRequestError as error:  # name the specialist, not the pool
+            message = error.message.replace(self.engine.manifest.name, spec.name)
+            raise InvalidRequestError(message, param=error.param) from None
         finally:
-            self.engine.release(loaded.name)
+            if acquire is not None:
+                self.engine.release(loaded.name)  # type: ignore[attr-defined]
 
     def adapters(self) -> list[str]:
-        return self.engine.adapters
+        return list(getattr(self.engine, "adapters", []))
 
     def batch_stats(self) -> dict[str, Any]:
-        return self.scheduler.snapshot().model_dump()
+        return self.engine.stats()
 
     def check_health(self) -> None:
-        if self.engine.model is None:
-            raise RuntimeError("base not loaded")
+        self.engine.health()
 
 
 def build_pool_app(config: PoolConfig, sources: SourceOptions | None = None) -> Application:
@@ -345,20 +363,28 @@ def build_pool_app(config: PoolConfig, sources: SourceOptions | None = None) -> 
     return deployment.bind(replica_args, options)  # type: ignore[attr-defined]
 
 
-class PoolClient:
-    """What an adapter specialist's replica uses instead of an engine: its base's pool."""
+class PoolClientEngine(Engine):
+    """The engine of an adapter specialist's own replica: it holds no weights and forwards
+    each request to its base's pool app (Serve model multiplexing picks a replica that holds
+    the adapter)."""
 
-    def __init__(self, manifest: SpecialistManifest) -> None:
-        self.manifest = manifest
+    name: ClassVar[str] = "pool"
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities()
+
+    def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:
+        super().__init__(manifest, sources)
         self.app = pool_app_name(base_spec(manifest))
         self.model_id = adapter_id(manifest)
         self._payload = manifest.model_dump(mode="json")
         self._handle: Any = None
 
+    def load(self) -> None:
+        """Nothing to load: the pool app holds the weights (and checks the pins)."""
+
     async def stream(
-        self, messages: list[dict[str, str]], params: GenerationParams
+        self, request: EngineRequest, cancel: threading.Event | None = None
     ) -> AsyncIterator[TextDelta]:
-        """The pool's deltas; leaving early cancels the pool's row too."""
+        """The pool's deltas; leaving early (or `cancel`) cancels the pool's row too."""
         if self._handle is None:
             try:
                 self._handle = serve.get_app_handle(self.app)
@@ -368,10 +394,13 @@ class PoolClient:
                     f"({error})"
                 ) from None
         handle = self._handle.options(stream=True, multiplexed_model_id=self.model_id)
-        responses = handle.generate.remote(self._payload, messages, params.model_dump())
+        responses = handle.generate.remote(self._payload, request)
         finished = False
         try:
             async for delta in responses:
+                if cancel is not None and cancel.is_set():
+                    yield TextDelta(text="", finish_reason="cancelled")
+                    return
                 yield delta
                 finished = bool(delta.finish_reason)
         finally:

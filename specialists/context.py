@@ -207,12 +207,11 @@ async def send(message: Message, state: ContextState, max_tokens: int | None) ->
     """Deliver a message to the receiver's Serve app (replaced in unit tests)."""
     from ray import serve
 
-    from specialists.deployment import app_name
+    from specialists.deployment import AskRequest, app_name
 
     handle = serve.get_app_handle(app_name(message.to))
-    result: Any = await handle.receive.remote(
-        message.model_dump(by_alias=True), state.model_dump(), max_tokens
-    )
+    request = AskRequest(message=message, state=state, max_tokens=max_tokens)
+    result: Any = await handle.receive.remote(request)
     return Reply.model_validate(result)
 
 

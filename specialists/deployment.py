@@ -2,10 +2,12 @@
 
 Each specialist gets its own application (`specialist-<name>`), so it has its own replicas,
 resources and autoscaling, and can be deployed, upgraded or removed without touching the others.
-Three entry points: `chat` (whole answer), `chat_stream` (deltas) for the gateway, and `receive`
-for messages from other specialists. All of them may delegate through a `MeshContext`. A LoRA
-specialist on a shared base (`specialists.adapter_pool`) holds no weights: it generates through
-its base's pool app.
+The deployment is engine-agnostic: its engine class is injected (`engine_for` resolves the
+manifest's engine in the registry; a LoRA specialist on a shared base gets `PoolClientEngine`,
+which forwards to its base's pool app). Around the engine it does what every specialist does:
+delegation through a `MeshContext`, the request's deadline and token budget, citing exact tool
+results. Entry points take one typed request: `chat_stream` (deltas) and `chat` (the same path,
+collected) for the gateway, `receive` for messages from other specialists.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
 from registry.manifest import SpecialistManifest
-from specialists.adapter_pool import FORWARDER_CPUS, PoolClient, shares_base
+from specialists.adapter_pool import FORWARDER_CPUS, PoolClientEngine, shares_base
 from specialists.context import MeshContext, Reply
 from specialists.delegation import (
     cite_missing,
@@ -31,17 +34,17 @@ from specialists.delegation import (
 from specialists.engine import (
     ChatMessage,
     Engine,
+    EngineRequest,
     GenerationParams,
     GenerationResult,
     TextDelta,
     collect,
-    engine_class,
+    collect_stream,
 )
+from specialists.engine_registry import engine_class
 from specialists.messages import ContextState, Message
-from specialists.scheduler import BatchScheduler
 from specialists.serve_options import deployment_options, keep_replica_on_loopback
 from specialists.sources import SourceOptions
-from specialists.tool_engine import ToolEngine
 
 APP_PREFIX = "specialist-"
 
@@ -49,6 +52,35 @@ APP_PREFIX = "specialist-"
 def app_name(specialist: str) -> str:
     """The Serve application name of a specialist."""
     return f"{APP_PREFIX}{specialist}"
+
+
+class SpecialistRequest(BaseModel):
+    """One call of a specialist across Serve: the chat, its settings (already merged with the
+    manifest's), the mesh context it runs in, and data blocks (a panel's drafts) to quote."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    context: ContextState | None = None
+    data: list[str] = Field(default_factory=list)
+
+
+class AskRequest(BaseModel):
+    """A message from another specialist (or the gateway's panel), answered as data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: Message
+    state: ContextState
+    max_tokens: int | None = Field(None, ge=1)
+
+
+def engine_for(manifest: SpecialistManifest) -> type[Engine]:
+    """The engine class a specialist's replica runs."""
+    if shares_base(manifest):  # the base and adapter live in the shared pool
+        return PoolClientEngine
+    return engine_class(manifest.model.engine)
 
 
 class _Prepared:
@@ -61,69 +93,95 @@ class _Prepared:
 
 
 class SpecialistDeployment:
-    """Serves one specialist manifest."""
+    """Serves one specialist manifest with the engine class it is given."""
 
-    def __init__(self, manifest: dict[str, Any], sources: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        sources: dict[str, Any] | None = None,
+        engine: type[Engine] | None = None,
+    ) -> None:
         keep_replica_on_loopback()
         self.manifest = SpecialistManifest.model_validate(manifest)
         options = SourceOptions.model_validate(sources or {})
-        self.tool: ToolEngine | None = None
-        self.engine: Engine | None = None
-        self.pool: PoolClient | None = None
-        if shares_base(self.manifest):  # the base and adapter live in the shared pool
-            self.pool = PoolClient(self.manifest)
-        elif self.manifest.model.engine == "tool":
-            self.tool = ToolEngine(self.manifest)
-            self.tool.load()
-        else:
-            self.engine = _model_engine(self.manifest, options)
-            self.engine.load()
-        # Every request this replica holds, streaming or not, decodes in one continuous batch.
-        self.scheduler = (
-            BatchScheduler(self.engine, max_batch_size=self.manifest.scaling.max_batch_size)
-            if self.engine is not None
-            else None
-        )
+        self.engine = (engine or engine_for(self.manifest))(self.manifest, options)
+        self.engine.load()
+        # A tool computes its answer: callers quote it as exact data, and it plans no asks.
+        self.exact = self.engine.capabilities.exact
 
     # -- entry points ---------------------------------------------------------------------
-    async def chat(
-        self,
-        messages: list[dict[str, Any]],
-        params: dict[str, Any],
-        context: dict[str, Any] | None = None,
-        data: list[str] | None = None,
-    ) -> GenerationResult:
-        ctx = self._context(context)
-        return await self._answer(
-            messages, GenerationParams.model_validate(params), ctx, data or []
-        )
+    async def chat(self, request: SpecialistRequest) -> GenerationResult:
+        """The whole answer: `chat_stream`'s path, collected (and free to follow the model's
+        own directives, since nothing was sent yet)."""
+        return await collect_stream(self._answer(request, live=False))
 
-    async def chat_stream(
-        self,
-        messages: list[dict[str, Any]],
-        params: dict[str, Any],
-        context: dict[str, Any] | None = None,
-        data: list[str] | None = None,
-    ) -> AsyncIterator[TextDelta]:
+    async def chat_stream(self, request: SpecialistRequest) -> AsyncIterator[TextDelta]:
         """Trace events first (as delegations finish), then the answer's text deltas.
 
         Directives in streamed output are not followed: the text is already on its way.
         """
-        ctx = self._context(context)
-        parsed = GenerationParams.model_validate(params)
-        if self.tool is not None:
-            result = await self._run_tool(messages, ctx)
-            yield TextDelta(text="", trace=result.trace)
-            yield TextDelta(text=result.text)
+        async for delta in self._answer(request, live=True):
+            yield delta
+
+    async def receive(self, request: AskRequest) -> Reply:
+        """A message from another specialist (or the gateway's panel): answer it as data."""
+        ctx = self._context(request.state)
+        limit = min(
+            request.max_tokens or self.manifest.generation.max_tokens,
+            max(ctx.remaining_tokens(), 1),
+        )
+        params = GenerationParams.merge(self.manifest.generation, max_tokens=limit)
+        chat = [ChatMessage(role="user", content=request.message.content)]
+        asked = SpecialistRequest(messages=chat, params=params, context=ctx.state)
+        result = await collect_stream(self._answer(asked, live=False, ctx=ctx))
+        return Reply(
+            text=result.text,
+            tokens=result.completion_tokens,
+            tokens_used=ctx.state.tokens_used,  # this answer and everything it asked for
+            trust="tool" if self.exact else "specialist",
+            trace=result.trace,
+        )
+
+    def batch_stats(self) -> dict[str, Any]:
+        """What this replica's engine is doing (rows running and waiting, totals)."""
+        return self.engine.stats()
+
+    def check_health(self) -> None:
+        self.engine.health()
+
+    # -- steps ----------------------------------------------------------------------------
+    async def _answer(
+        self, request: SpecialistRequest, *, live: bool, ctx: MeshContext | None = None
+    ) -> AsyncIterator[TextDelta]:
+        """The one path every entry point takes. `live`: deltas go out as they come (trace
+        first); otherwise the answer may be regenerated once if the model asks for help, and
+        the whole trace rides on the last delta."""
+        ctx = ctx or self._context(request.context)
+        params = self._bounded(request.params, ctx)
+        if self.exact:
+            async for delta in self._run_tool(request.messages, params, ctx):
+                yield delta
+            return
+        prepared = await self._delegate(request.messages, ctx, request.data)
+        if not live:
+            result = await self._generate(prepared.messages, params, ctx)
+            follow_up = parse_directives(result.text, prepared.received)
+            if follow_up:  # the model asked for help itself: ask, then answer again with data
+                await self._ask_all(follow_up, ctx, prepared)
+                result = await self._generate(prepared.messages, params, ctx)
+            yield TextDelta(text=cite_missing(strip_directives(result.text), prepared.exact))
             yield TextDelta(
-                text="", finish_reason="stop", completion_tokens=result.completion_tokens
+                text="",
+                finish_reason=result.finish_reason,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                trace=ctx.trace,
             )
             return
-        prepared = await self._delegate(messages, ctx, data or [])
         if ctx.trace:
-            yield TextDelta(text="", trace=ctx.trace)
+            yield TextDelta(text="", trace=list(ctx.trace))
         text = ""
-        async for delta in self._decode(prepared.messages, self._bounded(parsed, ctx)):
+        async for delta in self._decode(prepared.messages, params):
             text += delta.text
             if delta.finish_reason:
                 cited = cite_missing(text, prepared.exact)
@@ -131,80 +189,31 @@ class SpecialistDeployment:
                     yield TextDelta(text=cited[len(text) :])
             yield delta
 
-    async def receive(
-        self, message: dict[str, Any], state: dict[str, Any], max_tokens: int | None = None
-    ) -> Reply:
-        """A message from another specialist (or the gateway's panel): answer it as data."""
-        incoming = Message.model_validate(message)
-        ctx = self._context(state)
-        limit = min(
-            max_tokens or self.manifest.generation.max_tokens, max(ctx.remaining_tokens(), 1)
-        )
-        params = GenerationParams.merge(self.manifest.generation, max_tokens=limit)
-        chat = [{"role": "user", "content": incoming.content}]
-        result = await self._answer(chat, params, ctx, [])
-        return Reply(
-            text=result.text,
-            tokens=result.completion_tokens,
-            tokens_used=ctx.state.tokens_used,  # this answer and everything it asked for
-            trust="tool" if self.tool is not None else "specialist",
-            trace=result.trace,
-        )
-
-    def batch_stats(self) -> dict[str, Any]:
-        """What this replica's decode batch is doing (rows running and waiting, totals)."""
-        return self.scheduler.snapshot().model_dump() if self.scheduler else {}
-
-    def check_health(self) -> None:
-        if self.engine is None and self.tool is None and self.pool is None:
-            raise RuntimeError("engine not loaded")
-
-    # -- steps ----------------------------------------------------------------------------
-    async def _answer(
-        self,
-        messages: list[dict[str, Any]],
-        params: GenerationParams,
-        ctx: MeshContext,
-        data: list[str],
-    ) -> GenerationResult:
-        """Delegate, generate, follow the model's own directives once, cite exact results."""
-        if self.tool is not None:
-            return await self._run_tool(messages, ctx)
-        prepared = await self._delegate(messages, ctx, data)
-        result = await self._generate(prepared.messages, params, ctx)
-        follow_up = parse_directives(result.text, prepared.received)
-        if follow_up:  # the model asked for help itself: ask, then answer again with the data
-            await self._ask_all(follow_up, ctx, prepared)
-            result = await self._generate(prepared.messages, params, ctx)
-        text = cite_missing(strip_directives(result.text), prepared.exact)
-        return result.model_copy(update={"text": text, "trace": ctx.trace})
-
-    def _context(self, state: dict[str, Any] | None) -> MeshContext:
-        parsed = ContextState.model_validate(state) if state else ContextState()
+    def _context(self, state: ContextState | None) -> MeshContext:
+        parsed = state or ContextState()
         if not parsed.path:
             parsed = parsed.model_copy(update={"path": [self.manifest.name]})
         return MeshContext(parsed, self.manifest.name, list(self.manifest.can_message))
 
-    async def _run_tool(self, messages: list[dict[str, Any]], ctx: MeshContext) -> GenerationResult:
-        assert self.tool is not None
-        query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        text = await self.tool.run(query, ctx)
-        tokens = max(len(text.split()), 1)
-        ctx.spend(tokens)
-        return GenerationResult(
-            text=text,
-            prompt_tokens=len(query.split()),
-            completion_tokens=tokens,
-            finish_reason="stop",
-            trace=ctx.trace,
-        )
+    async def _run_tool(
+        self, messages: list[ChatMessage], params: GenerationParams, ctx: MeshContext
+    ) -> AsyncIterator[TextDelta]:
+        """A tool's answer: exact, never cut by `max_tokens`; what it asked is in the trace."""
+        asked = len(ctx.trace)
+        request = EngineRequest(messages=messages, params=params, mesh=ctx)
+        async for delta in self.engine.stream(request):
+            if delta.finish_reason:
+                ctx.spend(delta.completion_tokens)
+                delta = delta.model_copy(update={"trace": ctx.trace[asked:]})
+            yield delta
 
     async def _delegate(
-        self, messages: list[dict[str, Any]], ctx: MeshContext, data: list[str]
+        self, messages: list[ChatMessage], ctx: MeshContext, data: list[str]
     ) -> _Prepared:
         """Run the planned delegations and quote their answers into the last user turn."""
-        query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        prepared = _Prepared(with_data(messages, data), [m["content"] for m in messages] + data)
+        chat = [m.model_dump() for m in messages]
+        query = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        prepared = _Prepared(with_data(chat, data), [m.content for m in messages] + data)
         await self._ask_all(plan(query, ctx.can_message), ctx, prepared)
         return prepared
 
@@ -223,10 +232,9 @@ class SpecialistDeployment:
     async def _generate(
         self, messages: list[dict[str, str]], params: GenerationParams, ctx: MeshContext
     ) -> GenerationResult:
-        bounded = self._bounded(params, ctx)
         # A second generation (after the model asked for help) may not outspend the budget.
-        limit = max(min(bounded.max_tokens, ctx.remaining_tokens()), 1)
-        bounded = bounded.model_copy(update={"max_tokens": limit})
+        limit = max(min(params.max_tokens, ctx.remaining_tokens()), 1)
+        bounded = params.model_copy(update={"max_tokens": limit})
         result = collect([delta async for delta in self._decode(messages, bounded)])
         ctx.spend(result.completion_tokens)
         return result
@@ -234,32 +242,15 @@ class SpecialistDeployment:
     async def _decode(
         self, messages: list[dict[str, str]], params: GenerationParams
     ) -> AsyncIterator[TextDelta]:
-        """Join this replica's running batch; leaving early frees the row at the next step."""
-        if self.pool is not None:
-            async for delta in self.pool.stream(messages, params):
-                yield delta
-            return
-        if self.engine is None or self.scheduler is None:
-            raise RuntimeError("engine not loaded")
+        """The engine's deltas; leaving early cancels the request in the engine."""
         chat = [ChatMessage.model_validate(m) for m in messages]
-        prompt = self.engine.prepare(chat, params)  # a bad request fails here, alone
-        async for delta in self.scheduler.stream(prompt):
+        async for delta in self.engine.stream(EngineRequest(messages=chat, params=params)):
             yield delta
 
     @staticmethod
     def _bounded(params: GenerationParams, ctx: MeshContext) -> GenerationParams:
         """Generation may not outlive the request's deadline."""
         return params.model_copy(update={"max_time_s": max(ctx.remaining_s(), 0.05)})
-
-
-def _model_engine(manifest: SpecialistManifest, sources: SourceOptions) -> Engine:
-    """The manifest's engine; one that loads weights gets the operator's loading settings."""
-    from specialists.transformers_engine import TransformersEngine
-
-    engine_type = engine_class(manifest.model.engine)
-    if issubclass(engine_type, TransformersEngine):
-        return engine_type(manifest, sources)
-    return engine_type(manifest)
 
 
 def build_specialist_app(
@@ -278,4 +269,5 @@ def build_specialist_app(
     options = deployment_options(manifest.name, actor_options, scaling)
     deployment = serve.deployment(SpecialistDeployment, **options)
     options = (sources or SourceOptions()).model_dump(mode="json")
-    return deployment.bind(manifest.model_dump(mode="json"), options)  # type: ignore[attr-defined]
+    engine = engine_for(manifest)  # resolved here: an unknown engine fails the deploy
+    return deployment.bind(manifest.model_dump(mode="json"), options, engine)  # type: ignore[attr-defined]

@@ -1,8 +1,10 @@
-"""The `Engine` contract: what every way of running a specialist's model must provide.
+"""The `Engine` contract: one request in, an async stream of text deltas out.
 
-An engine is a plain Python object (no Ray inside), so it can be tested and benchmarked directly
-and wrapped by `SpecialistDeployment` for serving. Engines are looked up by the manifest's
-`model.engine` name in `ENGINES`, so a new engine is one class and one registry entry.
+The shape is Ray Serve LLM's (and vLLM's `AsyncLLMEngine`): the mesh hands an engine one
+request at a time and reads its deltas; how requests are batched is the engine's business. So an
+engine that schedules its own batches (onnxruntime-genai, vLLM) plugs in as easily as the mesh's
+own continuous-batching decoder (`BatchEngine`, behind the `transformers` engine). Engines are
+found by name in `specialists.engine_registry` (entry-point group `mesh.engines`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.manifest import GenerationDefaults, SpecialistManifest
 from specialists.messages import TraceEvent
+from specialists.sources import SourceOptions
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -118,30 +121,143 @@ class DecodeBatch(Protocol):
         ...
 
 
-class Engine(ABC):
-    """Loads a model once and turns chat messages into text, many requests at a time.
+class BatchSource(Protocol):
+    """What `specialists.scheduler.BatchScheduler` drives: anything that starts decode batches."""
 
-    - `load()` is called once before any request; it raises on missing or broken weights.
-    - `prepare()` checks one request (a prompt longer than the context raises
-      `InvalidRequestError`) and tokenizes it, so a bad request fails alone, never its batch.
-    - `new_batch()` starts a `DecodeBatch`: rows join it between steps (continuous batching,
-      driven by `specialists.scheduler.BatchScheduler`) and leave when they finish. Setting a
-      row's `cancel` event ends that row with reason "cancelled"; the others go on.
-    - `stream_batch()`, `stream()` and `generate()` are fixed-batch and one-request forms of the
-      same path, for direct use and tests.
+    def new_batch(self) -> DecodeBatch: ...
+
+
+class EngineCapabilities(BaseModel):
+    """What an engine can do beyond plain chat; the mesh routes and validates by these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapters: bool = Field(False, description="Serves several LoRA adapters on one base.")
+    grammars: bool = Field(False, description="Constrained decoding (JSON schema, grammar).")
+    logprobs: bool = Field(False, description="Token log-probabilities.")
+    n: bool = Field(False, description="Several choices for one request.")
+    continuous_batching: bool = Field(
+        False, description="Requests join a running batch between steps."
+    )
+    exact: bool = Field(
+        False,
+        description="Computes answers instead of generating them (a tool): callers quote them "
+        "as exact data, and the mesh plans no delegation for it.",
+    )
+
+
+class EngineRequest(BaseModel):
+    """One request as an engine sees it: the chat, its (clamped) settings, and the adapter to
+    decode with on an engine holding several. `mesh` is the live `MeshContext` a tool engine may
+    ask other specialists through; it never crosses a process boundary."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    messages: list[ChatMessage]
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    adapter: str | None = None
+    # When the request arrived (time.monotonic): `params.max_time_s` counts from here, so time
+    # spent waiting for a batch slot is part of the request's deadline.
+    arrived: float = Field(default_factory=time.monotonic)
+    mesh: Any = Field(None, exclude=True)
+
+
+class Engine(ABC):
+    """The per-request contract every way of running a specialist provides.
+
+    - `load()` is called once before any request; it raises `ManifestError` on missing,
+      swapped or broken weights, so a bad specialist fails its install, never a request.
+    - `stream(request, cancel)` is an async iterator of `TextDelta`s for one request: text
+      pieces, then one final delta with `finish_reason` and token counts. The engine schedules
+      requests itself (continuous batching, static batches, a GPU server): the mesh only asks.
+      A prompt that cannot fit raises `InvalidRequestError` before the first delta. Setting
+      `cancel` (or closing the iterator) ends the request with "cancelled"; reaching
+      `params.max_time_s` after `request.arrived` ends it with "length". One request's failure
+      never fails another's.
+    - `health()` raises while the engine cannot serve.
+    - `capabilities` says what it can do beyond plain chat; `name` is its registry name
+      (entry-point group `mesh.engines`, see `specialists.engine_registry`).
+
+    Engines are plain Python (no Ray inside), so they are tested and benchmarked directly;
+    `SpecialistDeployment` serves one.
     """
 
-    def __init__(self, manifest: SpecialistManifest) -> None:
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities()
+
+    def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:
         self.manifest = manifest
+        self.sources = sources or SourceOptions()
 
     @abstractmethod
     def load(self) -> None: ...
+
+    @abstractmethod
+    def stream(
+        self, request: EngineRequest, cancel: threading.Event | None = None
+    ) -> AsyncIterator[TextDelta]: ...
+
+    def health(self) -> None:  # noqa: B027 (an engine that cannot fail after load says nothing)
+        """Raise while this engine cannot serve (not loaded, its server gone)."""
+
+    def stats(self) -> dict[str, Any]:
+        """What the engine is doing now (rows running and waiting, totals), for `mesh status`."""
+        return {}
+
+    # -- engines with `capabilities.adapters` ---------------------------------------------
+    def add_adapter(self, manifest: SpecialistManifest) -> str:
+        """Check and load a specialist's LoRA adapter; returns the name requests use."""
+        raise NotImplementedError(f"the {self.name} engine does not serve adapters")
+
+    def retire_adapter(self, name: str) -> None:
+        """Unload `name` now, or when its last running request is done."""
+        raise NotImplementedError(f"the {self.name} engine does not serve adapters")
+
+
+class BatchEngine(Engine):
+    """An engine whose decode loop is the mesh's own: it tokenizes (`prepare`) and starts
+    `DecodeBatch`es (`new_batch`) that `BatchScheduler` steps with continuous batching.
+
+    `stream_batch()` and `generate()` decode a fixed batch synchronously, for direct use and
+    tests; `stream()` joins the replica's running batch.
+    """
+
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(continuous_batching=True)
+    max_batch_size: int = 8
 
     @abstractmethod
     def prepare(self, messages: list[ChatMessage], params: GenerationParams) -> Prompt: ...
 
     @abstractmethod
     def new_batch(self) -> DecodeBatch: ...
+
+    @property
+    def scheduler(self) -> Any:
+        """This engine's `BatchScheduler`, made on first use in the running event loop (its
+        queues belong to one loop; direct use with `asyncio.run` gets a fresh one per loop)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is None or getattr(self, "_scheduler_loop", None) is not loop:
+            from specialists.scheduler import BatchScheduler
+
+            size = self.manifest.scaling.max_batch_size
+            scheduler = self._scheduler = BatchScheduler(self, max_batch_size=size)
+            self._scheduler_loop = loop
+        return scheduler
+
+    async def stream(
+        self, request: EngineRequest, cancel: threading.Event | None = None
+    ) -> AsyncIterator[TextDelta]:
+        prompt = self.prepare(request.messages, request.params)  # a bad request fails alone
+        prompt.adapter, prompt.arrived = request.adapter, request.arrived
+        async for delta in self.scheduler.stream(prompt, cancel):
+            yield delta
+
+    def stats(self) -> dict[str, Any]:
+        scheduler = getattr(self, "_scheduler", None)
+        return scheduler.snapshot().model_dump() if scheduler is not None else {}
 
     def stream_batch(
         self, prompts: Sequence[Prompt], cancels: Sequence[threading.Event]
@@ -164,51 +280,35 @@ class Engine(ABC):
                     finished.add(index[id(row)])
             yield step
 
-    def stream(
-        self,
-        messages: list[ChatMessage],
-        params: GenerationParams,
-        cancel: threading.Event | None = None,
-    ) -> Generator[TextDelta, None, None]:
-        prompt = self.prepare(messages, params)
-        for step in self.stream_batch([prompt], [cancel or threading.Event()]):
-            delta = step[0]
-            if delta is None:
-                return
-            if delta.text or delta.finish_reason:
-                yield delta
-
     def generate(self, messages: list[ChatMessage], params: GenerationParams) -> GenerationResult:
-        return collect(self.stream(messages, params))
+        """One answer, decoded alone and synchronously (tests, evaluation)."""
+        prompt = self.prepare(messages, params)
+        deltas = (step[0] for step in self.stream_batch([prompt], [threading.Event()]))
+        return collect(d for d in deltas if d is not None)
 
 
 def collect(deltas: Iterable[TextDelta]) -> GenerationResult:
     """Join streamed deltas into one result."""
-    text, last = "", TextDelta(text="")
+    text, last, trace = "", TextDelta(text=""), []
     for delta in deltas:
         text += delta.text
+        trace.extend(delta.trace)
         last = delta
     return GenerationResult(
         text=text,
         prompt_tokens=last.prompt_tokens,
         completion_tokens=last.completion_tokens,
         finish_reason=last.finish_reason or "stop",
+        trace=trace,
     )
+
+
+async def collect_stream(deltas: AsyncIterable[TextDelta]) -> GenerationResult:
+    """`collect` for an engine's async stream."""
+    return collect([delta async for delta in deltas])
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     """Cut `text` at the first stop sequence; report whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def engine_class(name: str) -> type[Engine]:
-    """Resolve a model engine name to its class (imported lazily: torch is heavy).
-
-    Tool specialists (`engine: tool`) are not model engines; see `specialists.tool_engine`.
-    """
-    if name == "transformers":
-        from specialists.transformers_engine import TransformersEngine
-
-        return TransformersEngine
-    raise ValueError(f"unknown model engine {name!r}; known engines: transformers")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from registry.errors import MeshError, UnavailableError
-from specialists.engine import DecodeBatch, Engine, Prompt, TextDelta
+from specialists.engine import BatchSource, DecodeBatch, Prompt, TextDelta
 
 logger = logging.getLogger("ray.serve")
 
@@ -54,7 +54,9 @@ class _Request:
 
 
 class BatchScheduler:
-    def __init__(self, engine: Engine, max_batch_size: int = 8, continuous: bool = True) -> None:
+    def __init__(
+        self, engine: BatchSource, max_batch_size: int = 8, continuous: bool = True
+    ) -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.continuous = continuous
@@ -65,9 +67,12 @@ class BatchScheduler:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def stream(self, prompt: Prompt) -> AsyncGenerator[TextDelta, None]:
-        """The deltas of one request; the last one carries `finish_reason`."""
-        request = _Request(prompt)
+    async def stream(
+        self, prompt: Prompt, cancel: threading.Event | None = None
+    ) -> AsyncGenerator[TextDelta, None]:
+        """The deltas of one request; the last one carries `finish_reason`. Setting `cancel`
+        (or leaving early) frees the row at the next step."""
+        request = _Request(prompt, cancel or threading.Event())
         self._waiting.append(request)
         self._wakeup.set()
         if self._task is None or self._task.done():
@@ -113,7 +118,8 @@ class BatchScheduler:
         taken: list[_Request] = []
         while self._waiting and len(taken) < room:
             request = self._waiting.popleft()
-            if request.cancel.is_set():
+            if request.cancel.is_set():  # cancelled while waiting: it ends without a row
+                request.deltas.put_nowait(TextDelta(text="", finish_reason="cancelled"))
                 continue
             taken.append(request)
         return taken

@@ -13,20 +13,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from registry.errors import InvalidRequestError, ManifestError, UnavailableError
 from registry.manifest import SpecialistManifest
 from specialists.decoding import BatchDecoder, PrefixCache
-from specialists.engine import ChatMessage, Engine, GenerationParams, Prompt
+from specialists.engine import (
+    BatchEngine,
+    ChatMessage,
+    EngineCapabilities,
+    GenerationParams,
+    Prompt,
+)
 from specialists.sources import SourceOptions, adapter_folder, resolve_source, verify_sources
 from specialists.weights import eos_token_ids, load_causal_lm, refuse_pickle
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(BatchEngine):
+    """The mesh's own continuous-batching decoder on a transformers model: what the fast
+    engines are measured against, and what alone serves training-time features (merged or
+    unmerged peft adapters on any base transformers loads, per-row sampling, any dtype, GPU)."""
+
+    name: ClassVar[str] = "transformers"
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(
+        continuous_batching=True, adapters=True
+    )
+
     def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:
-        super().__init__(manifest)
-        self.sources = sources or SourceOptions()
+        super().__init__(manifest, sources)
         self.model: Any = None
         self.tokenizer: Any = None
         self.context_length = 2048
@@ -78,6 +92,10 @@ class TransformersEngine(Engine):
         if self.model is None:
             raise UnavailableError(f"{self.manifest.ref} is not loaded")
         return BatchDecoder(self.model, self.tokenizer, self.eos_ids, self.device, self.prefix)
+
+    def health(self) -> None:
+        if self.model is None:
+            raise UnavailableError(f"{self.manifest.ref} is not loaded")
 
     def _prefix_cache(self) -> PrefixCache | None:
         """The tokens every prompt starts with: where two different one-turn chats agree."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +19,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def engine_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tiny third-party engine package (tests/plugins/echo_engine) installed the way pip
+    installs any package, into a folder put on this process's path: its `mesh.engines` entry
+    point (`echo`) is then in the engine registry. The mesh fixture puts the same folder on the
+    mesh's PYTHONPATH."""
+    root = tmp_path_factory.mktemp("plugins")
+    source = shutil.copytree(ROOT / "tests" / "plugins" / "echo_engine", root / "src")
+    target = root / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+    subprocess.run([*pip, "--no-build-isolation", "--target", str(target), str(source)], check=True)
+    sys.path.append(str(target))
+    importlib.invalidate_caches()
+    yield target
+    sys.path.remove(str(target))
 
 
 @pytest.fixture

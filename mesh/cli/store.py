@@ -51,7 +51,7 @@ def register(
     from registry.artifact_store import ArtifactStore, local_source_fields, upload_local_sources
     from registry.artifacts import pin_artifacts
     from registry.manifest import read_manifest_data
-    from specialists.tools.registry import check_publishable
+    from specialists.engine_registry import check_publishable
 
     path = file / MANIFEST_FILE if file.is_dir() else file
     data = read_manifest_data(_read_text(path), source=str(path))

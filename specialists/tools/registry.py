@@ -55,8 +55,8 @@ def load_tool(name: str) -> ToolFunction:
     return function  # type: ignore[no-any-return]
 
 
-def check_publishable(manifest: SpecialistManifest) -> None:
-    """What publishing needs beyond the manifest's own validation: a tool specialist must name
-    an installed tool. Checked by name only; nothing is imported."""
+def check_tool(manifest: SpecialistManifest) -> None:
+    """A tool specialist must name an installed tool. Checked by name only; nothing is
+    imported."""
     if manifest.model.engine == "tool" and manifest.model.source not in _entry_points():
         raise _unknown(manifest.model.source)

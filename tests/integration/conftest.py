@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,13 @@ RunningMesh = MeshProcess
 
 
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
+def mesh(tmp_path_factory: pytest.TempPathFactory, engine_plugin: Path) -> Iterator[RunningMesh]:
     home: Path = tmp_path_factory.mktemp("mesh-home")
     env = {
+        # A third-party engine package installed beside the mesh (see `engine_plugin`).
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(engine_plugin), os.environ.get("PYTHONPATH")])
+        ),
         "MESH_ADMIN_TOKEN": ADMIN_TOKEN,
         "MESH_REDIS_RESTART_DELAY_S": str(REDIS_RESTART_DELAY_S),
         # The tests add a dozen small specialists to the catalog's six (and the adapters' pool):

@@ -3,15 +3,15 @@ a bad adapter, the shared-base pool engine (mixed-adapter batches), and the pool
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from registry import ManifestError, SpecialistManifest, parse_manifest
-from specialists.engine import ChatMessage, GenerationParams
+from specialists.engine import ChatMessage, EngineRequest, GenerationParams, collect_stream
 from specialists.sources import SourceOptions
 from specialists.transformers_engine import TransformersEngine
 from tests.conftest import manifest_data
@@ -163,9 +163,9 @@ def test_missing_broken_or_mismatched_adapters_fail_clearly(  # type: ignore[no-
 
 @pytest.fixture(scope="module")
 def pool(tiny: str, options: SourceOptions):  # type: ignore[no-untyped-def]
-    from specialists.adapter_pool import AdapterPoolEngine, base_spec
+    from specialists.adapter_pool import AdapterPoolEngine, base_spec, pool_manifest
 
-    engine = AdapterPoolEngine(base_spec(adapter_manifest(tiny, None)), options)
+    engine = AdapterPoolEngine(pool_manifest(base_spec(adapter_manifest(tiny, None))), options)
     engine.load()
     return engine
 
@@ -175,25 +175,25 @@ def test_pool_decodes_each_row_with_its_own_adapter(  # type: ignore[no-untyped-
 ) -> None:
     """One base, two adapters, one batch: each row answers as its dedicated (merged) engine."""
     manifests = [adapter_manifest(tiny, loras[k], name=f"sp-{k}") for k in "ab"]
-    for manifest in manifests:
-        pool.add_adapter(manifest)
-    assert pool.adapters == ["sp-a@1_0_0", "sp-b@1_0_0"]
+    names = [pool.add_adapter(manifest) for manifest in manifests]
+    assert pool.adapters == names == ["sp-a@1_0_0", "sp-b@1_0_0"]
     alone = [load(m).generate(QUESTION, GREEDY).text for m in manifests]
     assert alone[0] != alone[1]
 
-    prompts = [pool.prepare_for(m, QUESTION, GREEDY) for m in manifests]
-    texts = ["", ""]
-    for step in pool.stream_batch(prompts, [threading.Event(), threading.Event()]):
-        for i, delta in enumerate(step):
-            texts[i] += delta.text if delta is not None else ""
-    assert texts == alone
+    async def together() -> list[str]:
+        requests = [EngineRequest(messages=QUESTION, params=GREEDY, adapter=n) for n in names]
+        results = await asyncio.gather(*(collect_stream(pool.stream(r)) for r in requests))
+        return [result.text for result in results]
+
+    assert asyncio.run(together()) == alone
+    assert pool.stats()["largest_batch"] == 2, "both rows decoded in one batch"
 
 
 def test_pool_defers_deleting_an_adapter_in_use(pool, tiny: str, loras: dict) -> None:  # type: ignore[no-untyped-def]
     manifest = adapter_manifest(tiny, loras["a"], name="sp-c")
     name = pool.add_adapter(manifest)
     pool.acquire(name)
-    pool.retire(name)
+    pool.retire_adapter(name)
     assert name in pool.adapters, "rows still decode with it"
     pool.release(name)
     assert name not in pool.adapters
@@ -222,7 +222,7 @@ def test_one_pool_replica_serves_two_adapter_specialists(  # type: ignore[no-unt
     from ray import serve
 
     from specialists.adapter_pool import build_pool_app, pool_configs
-    from specialists.deployment import app_name, build_specialist_app
+    from specialists.deployment import SpecialistRequest, app_name, build_specialist_app
 
     manifests = [adapter_manifest(tiny, loras[k], name=f"sp-{k}", share_base=True) for k in "ab"]
     (pool_name, config), *others = pool_configs(manifests).items()
@@ -234,11 +234,10 @@ def test_one_pool_replica_serves_two_adapter_specialists(  # type: ignore[no-unt
         )
 
     expected = {m.name: load(m).generate(QUESTION, GREEDY).text for m in manifests}
-    messages = [m.model_dump() for m in QUESTION]
-    params = GREEDY.model_dump()
+    request = SpecialistRequest(messages=QUESTION, params=GREEDY)
     for name in ["sp-a", "sp-b", "sp-a"]:
         handle = serve.get_app_handle(app_name(name))
-        result = handle.chat.remote(messages, params).result(timeout_s=120)
+        result = handle.chat.remote(request).result(timeout_s=120)
         assert result.text.strip() == expected[name].strip(), name  # chat() trims the answer
 
     pool_handle = serve.get_app_handle(pool_name)

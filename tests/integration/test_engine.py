@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from registry import InvalidRequestError, parse_manifest
 from specialists.catalog import SMOLLM2_SOURCE
-from specialists.engine import ChatMessage, GenerationParams
+from specialists.engine import ChatMessage, EngineRequest, GenerationParams, TextDelta
 from specialists.sources import SourceOptions
 from specialists.transformers_engine import TransformersEngine
 from tests.conftest import manifest_data
@@ -42,11 +43,21 @@ def test_generate_and_stream_agree_on_contract(engines: dict, kind: str) -> None
     assert 0 < result.completion_tokens <= 12
     assert result.finish_reason in ("stop", "length")
 
-    deltas = list(engine.stream(HELLO, params))
+    deltas = stream_all(engine, HELLO, params)
     assert deltas[-1].finish_reason in ("stop", "length")
     assert all(d.finish_reason is None for d in deltas[:-1])
     streamed = "".join(d.text for d in deltas)
     assert streamed == result.text, "greedy stream and generate produce the same text"
+
+
+def stream_all(engine, messages, params: GenerationParams) -> list[TextDelta]:  # type: ignore[no-untyped-def]
+    """Every delta of one request through the engine contract's `stream`."""
+
+    async def run() -> list[TextDelta]:
+        request = EngineRequest(messages=messages, params=params)
+        return [delta async for delta in engine.stream(request)]
+
+    return asyncio.run(run())
 
 
 QUESTIONS = [
@@ -172,7 +183,7 @@ def test_stop_sequence_never_leaks_in_pieces(engines: dict) -> None:
     params = GenerationParams(max_tokens=16, temperature=0.0)
     full = engine.generate(HELLO, params).text
     stop = full[len(full) // 3 : len(full) // 3 + 6]
-    deltas = list(engine.stream(HELLO, params.model_copy(update={"stop": [stop]})))
+    deltas = stream_all(engine, HELLO, params.model_copy(update={"stop": [stop]}))
     assert all(stop not in d.text for d in deltas)
     assert "".join(d.text for d in deltas) == full[: full.index(stop)]
 

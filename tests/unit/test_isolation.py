@@ -17,13 +17,13 @@ from registry.errors import InvalidRequestError, MeshError, NotFoundError, Unava
 from router.cache import EmbeddingCache
 from specialists import decoding
 from specialists.decoding import BatchDecoder, torch_seed
-from specialists.engine import ChatMessage, Engine, GenerationParams, Prompt
+from specialists.engine import BatchEngine, ChatMessage, GenerationParams, Prompt
 from specialists.messages import ContextState
 from specialists.scheduler import BatchScheduler
 from tests.conftest import manifest_data
 
 
-class TinyEngine(Engine):
+class TinyEngine(BatchEngine):
     """The real `BatchDecoder` over the tiny random Llama (no prefix cache, no artifacts)."""
 
     def __init__(self, model_dir: Path) -> None:

@@ -31,7 +31,7 @@ def test_valid_manifest_gets_defaults() -> None:
         ({"examples": ["a", " ", "c"]}, "examples"),
         ({"descriptionn": "typo"}, "descriptionn"),
         ({"model": {"source": ""}}, "model.source"),
-        ({"model": {"source": "x", "engine": "nope"}}, "model.engine"),
+        ({"model": {"source": "x", "engine": "pkg.module:Engine"}}, "model.engine"),
         ({"resources": {"num_cpus": 0}}, "resources.num_cpus"),
         ({"scaling": {"min_replicas": 3, "max_replicas": 1}}, "scaling"),
         ({"schema_version": 99}, "schema_version"),

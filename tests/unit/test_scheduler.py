@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from registry.errors import InvalidRequestError, UnavailableError
-from specialists.engine import Engine, GenerationParams, Prompt, TextDelta
+from specialists.engine import BatchEngine, GenerationParams, Prompt, TextDelta
 from specialists.scheduler import BatchScheduler
 from tests.conftest import manifest_data
 
@@ -53,7 +53,7 @@ class ScriptedBatch:
         return out
 
 
-class ScriptedEngine(Engine):
+class ScriptedEngine(BatchEngine):
     def __init__(self, fail_at_step: int | None = None) -> None:
         from registry import parse_manifest
 

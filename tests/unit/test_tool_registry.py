@@ -9,6 +9,7 @@ import pytest
 
 from registry import ManifestError, parse_manifest
 from specialists.context import MeshContext
+from specialists.engine_registry import check_publishable
 from specialists.messages import ContextState
 from specialists.tool_engine import ToolEngine
 from specialists.tools import registry as tools
@@ -33,7 +34,7 @@ def test_a_registered_tool_loads_and_answers() -> None:
 def test_an_unknown_tool_is_refused_naming_the_known_ones() -> None:
     manifest = tool_manifest("nope")
     with pytest.raises(ManifestError, match=r"model\.source: unknown tool 'nope'; known tools: "):
-        tools.check_publishable(manifest)
+        check_publishable(manifest)
     with pytest.raises(ManifestError, match="math, relay"):
         tools.load_tool("nope")
     with pytest.raises(ManifestError, match="unknown tool"):
@@ -41,8 +42,8 @@ def test_an_unknown_tool_is_refused_naming_the_known_ones() -> None:
 
 
 def test_check_publishable_passes_known_tools_and_model_specialists() -> None:
-    tools.check_publishable(tool_manifest("relay"))
-    tools.check_publishable(parse_manifest(manifest_data()))
+    check_publishable(tool_manifest("relay"))
+    check_publishable(parse_manifest(manifest_data()))
 
 
 def test_a_registered_tool_must_be_async(monkeypatch: pytest.MonkeyPatch) -> None:

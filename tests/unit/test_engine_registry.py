@@ -1,0 +1,84 @@
+"""Engines come only from the engine registry (entry-point group `mesh.engines`): a manifest
+names one, publishing checks the name without importing anything, and a replica loads it."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from registry import ManifestError, parse_manifest
+from specialists import engine_registry as engines
+from specialists.adapter_pool import PoolClientEngine
+from specialists.deployment import engine_for
+from specialists.engine import ChatMessage, Engine, EngineRequest, collect_stream
+from specialists.tool_engine import ToolEngine
+from specialists.transformers_engine import TransformersEngine
+from tests.conftest import manifest_data
+
+
+def test_the_built_in_engines_are_registered_and_are_engines() -> None:
+    assert {"transformers", "tool"} <= set(engines.engine_names())
+    for name in engines.engine_names():
+        engine = engines.engine_class(name)
+        assert issubclass(engine, Engine)
+        assert engine.name == name, "an engine's registry name is its own name"
+
+
+def test_an_unknown_engine_is_refused_at_publish_naming_the_known_ones() -> None:
+    manifest = parse_manifest(manifest_data(model={"engine": "nope", "source": "org/model"}))
+    with pytest.raises(ManifestError, match=r"model\.engine: unknown engine 'nope'; known "):
+        engines.check_publishable(manifest)
+    with pytest.raises(ManifestError, match="transformers"):
+        engines.engine_class("nope")
+    with pytest.raises(ManifestError, match="unknown engine"):
+        engine_for(manifest)
+
+
+def test_publish_checks_names_without_importing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered engine whose module cannot even import still passes the name check; only
+    a replica (or the deploy) imports it, with a clear error."""
+    broken = EntryPoint(name="broken", value="no_such_module_here:Engine", group=engines.GROUP)
+    not_engine = EntryPoint(name="plain", value="os.path:join", group=engines.GROUP)
+    monkeypatch.setattr(engines, "_entry_points", lambda: {"broken": broken, "plain": not_engine})
+    engines.check_publishable(
+        parse_manifest(manifest_data(model={"engine": "broken", "source": "org/model"}))
+    )
+    with pytest.raises(ManifestError, match="cannot be imported here"):
+        engines.engine_class("broken")
+    with pytest.raises(ManifestError, match="not an Engine subclass"):
+        engines.engine_class("plain")
+
+
+@pytest.mark.parametrize("name", ["pkg.module:Engine", "../x", "Transformers", ""])
+def test_a_module_path_never_names_an_engine(name: str) -> None:
+    with pytest.raises(ManifestError, match=r"model\.engine"):
+        parse_manifest(manifest_data(model={"engine": name, "source": "org/model"}))
+
+
+def test_a_deployment_gets_the_engine_its_manifest_names() -> None:
+    llm = parse_manifest(manifest_data(model={"source": "org/model"}))
+    tool = parse_manifest(manifest_data(name="calc", model={"engine": "tool", "source": "math"}))
+    pooled = parse_manifest(
+        manifest_data(model={"source": "org/model", "adapter": "package:pkg/adapter"})
+    )
+    merged = parse_manifest(
+        manifest_data(
+            model={"source": "org/model", "adapter": "package:pkg/adapter", "share_base": False}
+        )
+    )
+    assert engine_for(llm) is TransformersEngine
+    assert engine_for(tool) is ToolEngine
+    assert engine_for(pooled) is PoolClientEngine, "an adapter on a shared base forwards"
+    assert engine_for(merged) is TransformersEngine
+
+
+def test_a_tool_is_an_engine_answering_the_last_user_turn() -> None:
+    tool = parse_manifest(manifest_data(name="calc", model={"engine": "tool", "source": "math"}))
+    engine = ToolEngine(tool)
+    engine.load()
+    assert engine.capabilities.exact
+    chat = [ChatMessage(role="user", content="2+2"), ChatMessage(role="user", content="17*23")]
+    result = asyncio.run(collect_stream(engine.stream(EngineRequest(messages=chat))))
+    assert (result.text, result.finish_reason) == ("391", "stop")
