@@ -45,6 +45,7 @@ from specialists.engine import (
     EngineCapabilities,
     EngineRequest,
     TextDelta,
+    coalesce,
 )
 from specialists.serve_options import deployment_options, keep_replica_on_loopback
 from specialists.sources import SourceOptions, adapter_folder, verify_sources
@@ -328,7 +329,7 @@ class AdapterPoolDeployment:
         if acquire is not None:
             acquire(loaded.name)
         try:
-            async for delta in self.engine.stream(routed):
+            async for delta in coalesce(self.engine.stream(routed)):
                 yield delta
         except InvalidRequestError as error:  # name the specialist, not the pool
             message = error.message.replace(self.engine.manifest.name, spec.name)

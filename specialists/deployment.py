@@ -38,6 +38,7 @@ from specialists.engine import (
     GenerationParams,
     GenerationResult,
     TextDelta,
+    coalesce,
     collect,
     collect_stream,
 )
@@ -120,7 +121,7 @@ class SpecialistDeployment:
 
         Directives in streamed output are not followed: the text is already on its way.
         """
-        async for delta in self._answer(request, live=True):
+        async for delta in coalesce(self._answer(request, live=True)):
             yield delta
 
     async def receive(self, request: AskRequest) -> Reply:

@@ -9,6 +9,7 @@ found by name in `specialists.engine_registry` (entry-point group `mesh.engines`
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -235,8 +236,6 @@ class BatchEngine(Engine):
     def scheduler(self) -> Any:
         """This engine's `BatchScheduler`, made on first use in the running event loop (its
         queues belong to one loop; direct use with `asyncio.run` gets a fresh one per loop)."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
         scheduler = getattr(self, "_scheduler", None)
         if scheduler is None or getattr(self, "_scheduler_loop", None) is not loop:
@@ -306,6 +305,41 @@ def collect(deltas: Iterable[TextDelta]) -> GenerationResult:
 async def collect_stream(deltas: AsyncIterable[TextDelta]) -> GenerationResult:
     """`collect` for an engine's async stream."""
     return collect([delta async for delta in deltas])
+
+
+COALESCE_S = 0.015  # a Serve message and an SSE event cost about as much as a fast token
+
+
+async def coalesce(
+    deltas: AsyncIterable[TextDelta], interval_s: float = COALESCE_S
+) -> AsyncIterator[TextDelta]:
+    """Merge text deltas that arrive within `interval_s` of the last one sent, so a fast engine
+    (a token every few ms) costs one message per interval, not per token, on each Serve hop.
+    The first text, trace events and the final delta go out at once; a slow engine's tokens
+    (further apart than `interval_s`) pass one by one."""
+    loop = asyncio.get_running_loop()
+    pending: TextDelta | None = None
+    sent_at = -interval_s
+    async for delta in deltas:
+        if pending is not None:
+            delta = pending.model_copy(
+                update={
+                    "text": pending.text + delta.text,
+                    "trace": pending.trace + delta.trace,
+                    "finish_reason": delta.finish_reason,
+                    "prompt_tokens": delta.prompt_tokens,
+                    "completion_tokens": delta.completion_tokens,
+                }
+            )
+            pending = None
+        now = loop.time()
+        if delta.finish_reason or delta.trace or now - sent_at >= interval_s:
+            sent_at = now
+            yield delta
+        else:
+            pending = delta
+    if pending is not None:
+        yield pending
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

@@ -1,0 +1,50 @@
+"""`coalesce`: fast tokens share one Serve message; nothing is lost, reordered or held back
+past the end, and the first text, trace events and the final delta are never delayed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from specialists.engine import TextDelta, coalesce
+from specialists.messages import TraceEvent
+
+
+async def _source(deltas: list[TextDelta], gap_s: float) -> AsyncIterator[TextDelta]:
+    for delta in deltas:
+        await asyncio.sleep(gap_s)
+        yield delta
+
+
+def _run(deltas: list[TextDelta], gap_s: float, interval_s: float) -> list[TextDelta]:
+    async def main() -> list[TextDelta]:
+        return [d async for d in coalesce(_source(deltas, gap_s), interval_s)]
+
+    return asyncio.run(main())
+
+
+TOKENS = [TextDelta(text=f"t{i} ") for i in range(40)] + [
+    TextDelta(text="", finish_reason="stop", prompt_tokens=5, completion_tokens=40)
+]
+
+
+def test_fast_tokens_are_merged_and_nothing_is_lost() -> None:
+    out = _run(TOKENS, gap_s=0.0005, interval_s=0.05)
+    assert "".join(d.text for d in out) == "".join(d.text for d in TOKENS)
+    assert len(out) < 10, "forty fast tokens travel in a few messages"
+    assert out[0].text == "t0 ", "the first token is not held back"
+    assert out[-1].finish_reason == "stop" and out[-1].completion_tokens == 40
+    assert all(d.finish_reason is None for d in out[:-1])
+
+
+def test_slow_tokens_pass_one_by_one() -> None:
+    out = _run(TOKENS[:5] + TOKENS[-1:], gap_s=0.02, interval_s=0.005)
+    assert [d.text for d in out[:5]] == [d.text for d in TOKENS[:5]]
+
+
+def test_trace_events_go_out_at_once_in_order() -> None:
+    event = TraceEvent(from_="a", to="b", hop=1, content="x")
+    deltas = [TextDelta(text="", trace=[event]), *TOKENS]
+    out = _run(deltas, gap_s=0.0005, interval_s=0.05)
+    assert out[0].trace == [event] and out[0].text == ""
+    assert sum(len(d.trace) for d in out) == 1
