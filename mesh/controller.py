@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from mesh.health import FAILED_STATUSES
 from mesh.settings import MeshSettings
 from registry import Registry, RegistryUnavailableError, SpecialistManifest
+from registry.errors import MeshError
 from specialists.adapter_pool import (
     PoolConfig,
     base_spec,
@@ -25,7 +26,7 @@ from specialists.adapter_pool import (
     pool_configs,
     shares_base,
 )
-from specialists.deployment import app_name, build_specialist_app
+from specialists.deployment import app_name, build_specialist_app, engine_for
 from specialists.serve_options import keep_replica_on_loopback
 from specialists.sources import SourceOptions
 
@@ -154,8 +155,7 @@ class MeshController:
         self.unbuildable = {n: m for n, m in self.unbuildable.items() if desired.get(n) == m}
         for name in [n for n in self.deployed if n not in desired]:
             logger.info("removing %s", name)
-            await asyncio.to_thread(_delete, name)
-            del self.deployed[name]
+            await asyncio.to_thread(_delete, self.deployed.pop(name))
         await self._remove_pools(pools)
         await self._refresh_states()
         self.synced_once = True
@@ -204,6 +204,19 @@ class MeshController:
             messages = [app.message] if app and app.message else []
             if app:
                 messages += [d.message for d in app.deployments.values() if d.message]
+            backend_name = backend_app(manifest)
+            if backend_name:  # live only when the engine's backend app runs too
+                backend = applications.get(backend_name)
+                backend_status = (
+                    str(getattr(backend.status, "value", backend.status))
+                    if backend
+                    else "NOT_STARTED"
+                )
+                if backend_status != "RUNNING" and status == "RUNNING":
+                    status = backend_status
+                if backend:
+                    messages += [backend.message] if backend.message else []
+                    messages += [d.message for d in backend.deployments.values() if d.message]
             pending = None
             if status != "RUNNING" or any(SLOW_SCHEDULING in m for m in messages):
                 if nodes is None:  # one GCS call per refresh, only when something waits
@@ -346,21 +359,42 @@ def source_options(redis_url: str, settings: MeshSettings | None = None) -> Sour
 
 
 def _deploy(manifest: SpecialistManifest, sources: SourceOptions) -> None:
-    """Submit (or update) the specialist's app and return at once; readiness is polled."""
+    """Submit (or update) the specialist's app, and first its engine's backend app if it has
+    one (vLLM's LLM server), and return at once; readiness is polled."""
     from ray import serve
 
-    target = serve.RunTarget(
-        target=build_specialist_app(manifest, sources),
-        name=app_name(manifest.name),
-        route_prefix=None,
+    targets = []
+    engine = engine_for(manifest)
+    backend = engine.backend_app_name(manifest)
+    if backend:
+        app = engine.build_backend_app(manifest, sources)
+        targets.append(serve.RunTarget(target=app, name=backend, route_prefix=None))
+    targets.append(
+        serve.RunTarget(
+            target=build_specialist_app(manifest, sources),
+            name=app_name(manifest.name),
+            route_prefix=None,
+        )
     )
     serve.run_many(
-        [target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False
+        targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False
     )
 
 
-def _delete(name: str) -> None:
-    _delete_app(app_name(name))
+def backend_app(manifest: SpecialistManifest) -> str | None:
+    """The engine's backend app of a specialist, if its engine has one (never raises: an
+    engine that cannot be resolved here has none deployed)."""
+    try:
+        return engine_for(manifest).backend_app_name(manifest)
+    except MeshError:
+        return None
+
+
+def _delete(manifest: SpecialistManifest) -> None:
+    _delete_app(app_name(manifest.name))
+    backend = backend_app(manifest)
+    if backend:
+        _delete_app(backend)
 
 
 def _deploy_pool(name: str, config: PoolConfig, sources: SourceOptions) -> None:

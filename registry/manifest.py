@@ -221,6 +221,13 @@ class Resources(_Strict):
     num_cpus: float = Field(0.25, gt=0, le=256)
     num_gpus: float = Field(0.0, ge=0, le=16)
     memory: int | None = Field(None, ge=0, le=2**40, description="Bytes of memory to reserve.")
+    accelerator_type: str | None = Field(
+        None,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="A Ray accelerator type such as 'H100' or 'A10G': GPU replicas are placed "
+        "only on nodes that have it.",
+    )
 
 
 class Scaling(_Strict):

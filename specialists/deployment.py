@@ -265,10 +265,13 @@ def build_specialist_app(
         actor_options["num_gpus"] = resources.num_gpus
     if resources.memory:
         actor_options["memory"] = resources.memory
-    if shares_base(manifest):  # no weights here: the pool app asks for the manifest's resources
+    if resources.num_gpus and resources.accelerator_type:
+        actor_options["accelerator_type"] = resources.accelerator_type
+    engine = engine_for(manifest)  # resolved here: an unknown engine fails the deploy
+    if shares_base(manifest) or engine.backend_app_name(manifest):
+        # No weights here: the pool (or the engine's backend app) asks for the resources.
         actor_options = {"num_cpus": min(resources.num_cpus, FORWARDER_CPUS)}
     options = deployment_options(manifest.name, actor_options, scaling)
     deployment = serve.deployment(SpecialistDeployment, **options)
     options = (sources or SourceOptions()).model_dump(mode="json")
-    engine = engine_for(manifest)  # resolved here: an unknown engine fails the deploy
     return deployment.bind(manifest.model_dump(mode="json"), options, engine)  # type: ignore[attr-defined]

@@ -198,6 +198,17 @@ class Engine(ABC):
         self, request: EngineRequest, cancel: threading.Event | None = None
     ) -> AsyncIterator[TextDelta]: ...
 
+    @classmethod
+    def backend_app_name(cls, manifest: SpecialistManifest) -> str | None:
+        """The Serve app this engine's specialists forward to, deployed by the controller beside
+        the specialist's own (vLLM's LLM server); None for engines that run in the replica."""
+        return None
+
+    @classmethod
+    def build_backend_app(cls, manifest: SpecialistManifest, sources: SourceOptions) -> Any:
+        """The `ray.serve.Application` named by `backend_app_name`."""
+        raise NotImplementedError(f"the {cls.name} engine runs in the specialist's replica")
+
     def health(self) -> None:  # noqa: B027 (an engine that cannot fail after load says nothing)
         """Raise while this engine cannot serve (not loaded, its server gone)."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from registry import InvalidRequestError, ManifestError, SpecialistManifest, parse_manifest
+from registry.errors import MeshError
 from specialists.catalog import SMOLLM2_SOURCE
 from specialists.engine import (
     ChatMessage,
@@ -90,7 +91,7 @@ def test_every_registered_engine_is_under_contract(engine_plugin: Path) -> None:
 @pytest.mark.parametrize("name", sorted(GPU_ENGINES))
 def test_gpu_engines_refuse_clearly_without_their_extra(name: str) -> None:
     engine = engine_class(name)(_manifest(name), SourceOptions())
-    with pytest.raises((ManifestError, RuntimeError)) as error:
+    with pytest.raises(MeshError) as error:
         engine.load()
     assert "gpu" in str(error.value).lower()
 

@@ -82,3 +82,19 @@ def test_a_tool_is_an_engine_answering_the_last_user_turn() -> None:
     chat = [ChatMessage(role="user", content="2+2"), ChatMessage(role="user", content="17*23")]
     result = asyncio.run(collect_stream(engine.stream(EngineRequest(messages=chat))))
     assert (result.text, result.finish_reason) == ("391", "stop")
+
+
+def test_an_engine_with_a_backend_app_is_deployed_beside_it() -> None:
+    """vLLM specialists forward to their own Ray Serve LLM app; the controller deploys it first
+    and deletes it with the specialist. Other engines have none."""
+    from mesh.controller import backend_app
+
+    gpu = parse_manifest(
+        manifest_data(
+            name="big", model={"engine": "vllm", "source": "org/model"}, resources={"num_gpus": 1}
+        )
+    )
+    assert backend_app(gpu) == "llm-big"
+    assert backend_app(parse_manifest(manifest_data(model={"source": "org/model"}))) is None
+    unknown = parse_manifest(manifest_data(model={"engine": "gone", "source": "org/model"}))
+    assert backend_app(unknown) is None, "an engine no longer installed has nothing deployed"
