@@ -155,7 +155,8 @@ class MeshController:
         self.unbuildable = {n: m for n, m in self.unbuildable.items() if desired.get(n) == m}
         for name in [n for n in self.deployed if n not in desired]:
             logger.info("removing %s", name)
-            await asyncio.to_thread(_delete, self.deployed.pop(name))
+            await asyncio.to_thread(_delete, self.deployed[name])
+            del self.deployed[name]
         await self._remove_pools(pools)
         await self._refresh_states()
         self.synced_once = True
@@ -163,8 +164,12 @@ class MeshController:
     async def _deploy_one(self, manifest: SpecialistManifest) -> None:
         """Submit one specialist; one Serve refuses (a bad option) fails alone, never the loop."""
         logger.info("deploying %s", manifest.ref)
+        previous = self.deployed.get(manifest.name)
+        stale = backend_app(previous) if previous else None
         try:
             await asyncio.to_thread(_deploy, manifest, self.sources)
+            if stale and stale != backend_app(manifest):  # the old engine's backend is unused
+                await asyncio.to_thread(_delete_app, stale)
         except Exception as error:
             logger.exception("cannot deploy %s", manifest.ref)
             self.unbuildable[manifest.name] = manifest

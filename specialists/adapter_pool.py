@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
 
-from registry.errors import InvalidRequestError, ManifestError, UnavailableError
+from registry.errors import InvalidRequestError, ManifestError, MeshError, UnavailableError
 from registry.manifest import ModelSpec, Scaling, SpecialistManifest
 from specialists.decoding import BatchDecoder
 from specialists.engine import (
@@ -94,7 +94,10 @@ def shares_base(manifest: SpecialistManifest) -> bool:
         return False
     from specialists.engine_registry import engine_class
 
-    return engine_class(model.engine).capabilities.adapters
+    try:
+        return engine_class(model.engine).capabilities.adapters
+    except MeshError:  # an engine not installed here: its own deploy fails, alone
+        return False
 
 
 def pool_engine_class(engine: str) -> type[Engine]:
@@ -120,7 +123,11 @@ def base_spec(manifest: SpecialistManifest) -> BaseSpec:
 
 def pool_app_name(base: BaseSpec) -> str:
     """`base-<readable stem>-<hash of the base spec>`: stable, and distinct per base."""
-    digest = hashlib.sha256(json.dumps(base.model_dump(), sort_keys=True).encode()).hexdigest()
+    # The default engine stays out of the digest, so pools deployed before engines were
+    # named keep their app names.
+    exclude = {"engine"} if base.engine == "transformers" else set()
+    spec = base.model_dump(exclude=exclude)
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     stem = re.sub(r"[^a-z0-9]+", "-", base.source.rsplit("/", 1)[-1].lower()).strip("-")
     return f"{POOL_PREFIX}{stem[:40].strip('-') or 'model'}-{digest[:8]}"
 
@@ -324,7 +331,9 @@ class AdapterPoolDeployment:
         messages = list(request.messages)
         if spec.system_prompt:
             messages.insert(0, ChatMessage(role="system", content=spec.system_prompt))
-        routed = request.model_copy(update={"messages": messages, "adapter": loaded.name})
+        routed = request.received().model_copy(
+            update={"messages": messages, "adapter": loaded.name}
+        )
         acquire = getattr(self.engine, "acquire", None)
         if acquire is not None:
             acquire(loaded.name)
@@ -395,7 +404,7 @@ class PoolClientEngine(Engine):
                     f"({error})"
                 ) from None
         handle = self._handle.options(stream=True, multiplexed_model_id=self.model_id)
-        responses = handle.generate.remote(self._payload, request)
+        responses = handle.generate.remote(self._payload, request.for_transport())
         finished = False
         try:
             async for delta in responses:

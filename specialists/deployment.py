@@ -158,7 +158,7 @@ class SpecialistDeployment:
         first); otherwise the answer may be regenerated once if the model asks for help, and
         the whole trace rides on the last delta."""
         ctx = ctx or self._context(request.context)
-        params = self._bounded(request.params, ctx)
+        params = request.params
         if self.exact:
             async for delta in self._run_tool(request.messages, params, ctx):
                 yield delta
@@ -182,7 +182,7 @@ class SpecialistDeployment:
         if ctx.trace:
             yield TextDelta(text="", trace=list(ctx.trace))
         text = ""
-        async for delta in self._decode(prepared.messages, params):
+        async for delta in self._decode(prepared.messages, params, ctx):
             text += delta.text
             if delta.finish_reason:
                 cited = cite_missing(text, prepared.exact)
@@ -201,7 +201,7 @@ class SpecialistDeployment:
     ) -> AsyncIterator[TextDelta]:
         """A tool's answer: exact, never cut by `max_tokens`; what it asked is in the trace."""
         asked = len(ctx.trace)
-        request = EngineRequest(messages=messages, params=params, mesh=ctx)
+        request = EngineRequest(messages=messages, params=self._bounded(params, ctx), mesh=ctx)
         async for delta in self.engine.stream(request):
             if delta.finish_reason:
                 ctx.spend(delta.completion_tokens)
@@ -236,16 +236,18 @@ class SpecialistDeployment:
         # A second generation (after the model asked for help) may not outspend the budget.
         limit = max(min(params.max_tokens, ctx.remaining_tokens()), 1)
         bounded = params.model_copy(update={"max_tokens": limit})
-        result = collect([delta async for delta in self._decode(messages, bounded)])
+        result = collect([delta async for delta in self._decode(messages, bounded, ctx)])
         ctx.spend(result.completion_tokens)
         return result
 
     async def _decode(
-        self, messages: list[dict[str, str]], params: GenerationParams
+        self, messages: list[dict[str, str]], params: GenerationParams, ctx: MeshContext
     ) -> AsyncIterator[TextDelta]:
-        """The engine's deltas; leaving early cancels the request in the engine."""
+        """The engine's deltas, within what is left of the request's deadline (delegation
+        and a first answer may have used some); leaving early cancels it in the engine."""
         chat = [ChatMessage.model_validate(m) for m in messages]
-        async for delta in self.engine.stream(EngineRequest(messages=chat, params=params)):
+        request = EngineRequest(messages=chat, params=self._bounded(params, ctx))
+        async for delta in self.engine.stream(request):
             yield delta
 
     @staticmethod

@@ -162,6 +162,19 @@ class EngineRequest(BaseModel):
     arrived: float = Field(default_factory=time.monotonic)
     mesh: Any = Field(None, exclude=True)
 
+    def for_transport(self) -> EngineRequest:
+        """A copy to send to another process: no live context, and the deadline as the time
+        left (monotonic clocks differ between hosts). The receiver calls `received()`."""
+        left = self.params.max_time_s
+        if left is not None:
+            left = max(left - (time.monotonic() - self.arrived), 0.001)
+        params = self.params.model_copy(update={"max_time_s": left})
+        return self.model_copy(update={"mesh": None, "params": params})
+
+    def received(self) -> EngineRequest:
+        """This request as it arrives from another process: its time left counts from now."""
+        return self.model_copy(update={"arrived": time.monotonic()})
+
 
 class Engine(ABC):
     """The per-request contract every way of running a specialist provides.
@@ -326,31 +339,59 @@ async def coalesce(
 ) -> AsyncIterator[TextDelta]:
     """Merge text deltas that arrive within `interval_s` of the last one sent, so a fast engine
     (a token every few ms) costs one message per interval, not per token, on each Serve hop.
-    The first text, trace events and the final delta go out at once; a slow engine's tokens
-    (further apart than `interval_s`) pass one by one."""
+    The first text, trace events and the final delta go out at once; held text goes out when
+    the interval ends even if no token follows; order is kept (held text before a trace)."""
     loop = asyncio.get_running_loop()
+    source = aiter(deltas)
     pending: TextDelta | None = None
     sent_at = -interval_s
-    async for delta in deltas:
+    upcoming: asyncio.Future[TextDelta] | None = None
+    try:
+        while True:
+            if upcoming is None:
+                upcoming = asyncio.ensure_future(anext(source))
+            if pending is not None:
+                left = interval_s - (loop.time() - sent_at)
+                done, _ = await asyncio.wait({upcoming}, timeout=max(left, 0.0))
+                if not done:  # the interval is over and nothing came: send what is held
+                    sent_at = loop.time()
+                    yield pending
+                    pending = None
+                    continue
+            try:
+                delta = await upcoming
+            except StopAsyncIteration:
+                break
+            finally:
+                if upcoming.done():
+                    upcoming = None
+            if pending is not None and delta.trace:  # held text goes before the trace
+                yield pending
+                pending = None
+            if pending is not None:
+                delta = _merge(pending, delta)
+                pending = None
+            now = loop.time()
+            if delta.finish_reason or delta.trace or now - sent_at >= interval_s:
+                sent_at = now
+                yield delta
+            else:
+                pending = delta
         if pending is not None:
-            delta = pending.model_copy(
-                update={
-                    "text": pending.text + delta.text,
-                    "trace": pending.trace + delta.trace,
-                    "finish_reason": delta.finish_reason,
-                    "prompt_tokens": delta.prompt_tokens,
-                    "completion_tokens": delta.completion_tokens,
-                }
-            )
-            pending = None
-        now = loop.time()
-        if delta.finish_reason or delta.trace or now - sent_at >= interval_s:
-            sent_at = now
-            yield delta
-        else:
-            pending = delta
-    if pending is not None:
-        yield pending
+            yield pending
+    finally:  # the caller left: stop the engine's stream too (its `finally` frees the row)
+        if upcoming is not None and not upcoming.done():
+            upcoming.cancel()
+            await asyncio.gather(upcoming, return_exceptions=True)
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _merge(first: TextDelta, then: TextDelta) -> TextDelta:
+    return then.model_copy(
+        update={"text": first.text + then.text, "trace": first.trace + then.trace}
+    )
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

@@ -9,6 +9,8 @@ name against the registry without importing anything, and a replica loads the cl
 
 from __future__ import annotations
 
+import functools
+import sys
 from importlib.metadata import EntryPoint, entry_points
 
 from registry.errors import ManifestError
@@ -21,6 +23,13 @@ FIELD = "model.engine"
 
 
 def _entry_points() -> dict[str, EntryPoint]:
+    return _scan(tuple(sys.path))
+
+
+@functools.cache
+def _scan(path: tuple[str, ...]) -> dict[str, EntryPoint]:
+    """The group's entry points, read once per `sys.path` (a scan takes milliseconds and the
+    controller asks per manifest; a package added to the path is seen)."""
     return {entry.name: entry for entry in entry_points(group=GROUP)}
 
 

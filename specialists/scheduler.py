@@ -111,6 +111,10 @@ class BatchScheduler:
                     self._fail_batch(error)
 
     def _take_admissible(self) -> list[_Request]:
+        for request in [r for r in self._waiting if r.cancel.is_set()]:
+            self._waiting.remove(request)  # cancelled while waiting: it ends without a row
+            request.deltas.put_nowait(TextDelta(text="", finish_reason="cancelled"))
+            self.stats.cancelled += 1
         joinable = self.continuous and (self._batch is None or self._batch.can_admit_running)
         if self._running and not joinable:
             return []
@@ -118,9 +122,6 @@ class BatchScheduler:
         taken: list[_Request] = []
         while self._waiting and len(taken) < room:
             request = self._waiting.popleft()
-            if request.cancel.is_set():  # cancelled while waiting: it ends without a row
-                request.deltas.put_nowait(TextDelta(text="", finish_reason="cancelled"))
-                continue
             taken.append(request)
         return taken
 

@@ -49,12 +49,15 @@ class ToolEngine(Engine):
             ContextState(path=[self.manifest.name]), self.manifest.name, []
         )
         task = asyncio.ensure_future(self.run(query, ctx))
-        while not task.done():  # a cancel ends the request now, not when the tool returns
-            if cancel is not None and cancel.is_set():
+        try:
+            while not task.done():  # a cancel ends the request now, not when the tool returns
+                if cancel is not None and cancel.is_set():
+                    yield TextDelta(text="", finish_reason="cancelled")
+                    return
+                await asyncio.wait({task}, timeout=0.05)
+        finally:  # the caller left, was cancelled, or cancelled: the tool stops too
+            if not task.done():
                 task.cancel()
-                yield TextDelta(text="", finish_reason="cancelled")
-                return
-            await asyncio.wait({task}, timeout=0.05)
         text = task.result()
         yield TextDelta(text=text)
         yield TextDelta(

@@ -457,9 +457,8 @@ class VllmEngine(Engine):
     # `adapters` stays False: each vLLM specialist's LLM app serves its own adapter (LoRA in
     # its LLMConfig); several specialists' adapters on one LLM app (the mesh's shared-base
     # pool) are not wired for vLLM yet.
-    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(
-        logprobs=True, n=True, continuous_batching=True
-    )
+    # logprobs and n: vLLM has them, but the mesh's request does not carry them yet.
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(continuous_batching=True)
 
     @classmethod
     def backend_app_name(cls, manifest: SpecialistManifest) -> str | None:

@@ -228,8 +228,8 @@ def _published_target(name: str) -> tuple[Any, str]:
         if state is None:
             raise InvalidRequestError(f"{name} is not installed in this mesh", param="target")
         manifest = registry.get(name, state.version)
-        if manifest.model.engine != "transformers":
-            raise InvalidRequestError(f"{name} runs no model ({manifest.model.engine})")
+        if manifest.model.engine == "tool":
+            raise InvalidRequestError(f"{name} runs no model (it is a tool)")
         options = _options(registry.url)
         path = local_path(manifest.model.source, options)
         verify_sources(manifest, options)

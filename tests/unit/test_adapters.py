@@ -120,7 +120,7 @@ def test_controller_keeps_a_pool_while_a_specialist_needs_it(
 
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(module, "_deploy", lambda m, _s: calls.append(("deploy", m.name)))
-    monkeypatch.setattr(module, "_delete", lambda n: calls.append(("delete", n)))
+    monkeypatch.setattr(module, "_delete", lambda m: calls.append(("delete", m.name)))
     monkeypatch.setattr(module, "_deploy_pool", lambda n, c, _s: calls.append(("pool", n)))
     monkeypatch.setattr(module, "_delete_app", lambda n: calls.append(("delete-pool", n)))
 

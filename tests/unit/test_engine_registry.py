@@ -98,3 +98,55 @@ def test_an_engine_with_a_backend_app_is_deployed_beside_it() -> None:
     assert backend_app(parse_manifest(manifest_data(model={"source": "org/model"}))) is None
     unknown = parse_manifest(manifest_data(model={"engine": "gone", "source": "org/model"}))
     assert backend_app(unknown) is None, "an engine no longer installed has nothing deployed"
+
+
+def test_a_request_crossing_processes_carries_its_time_left_not_a_clock_reading() -> None:
+    """Monotonic clocks differ between hosts: the pool gets the time left and restarts it."""
+    import pickle
+    import threading
+    import time
+
+    from specialists.engine import GenerationParams
+
+    request = EngineRequest(
+        messages=[ChatMessage(role="user", content="hi")],
+        params=GenerationParams(max_time_s=10.0),
+        arrived=time.monotonic() - 4,
+        mesh=threading.Lock(),  # a live context never travels (a lock cannot be pickled)
+    )
+    sent = pickle.loads(pickle.dumps(request.for_transport()))
+    assert sent.mesh is None
+    assert 5.5 < sent.params.max_time_s <= 6.0
+    arrived = sent.received()
+    assert abs(arrived.arrived - time.monotonic()) < 1.0
+
+
+def test_a_cancelled_tool_stops_running() -> None:
+    """Cancelling the request (an ask that timed out) cancels the tool's own task too."""
+    from specialists.tools import registry as tools
+
+    started, finished = asyncio.Event(), []
+
+    async def slow(text: str, ctx: object) -> str:
+        started.set()
+        await asyncio.sleep(5)
+        finished.append(text)
+        return text
+
+    tool = parse_manifest(manifest_data(name="slow", model={"engine": "tool", "source": "math"}))
+    engine = ToolEngine(tool)
+    engine.function = slow  # type: ignore[assignment]
+    assert tools.GROUP == "mesh.tools"
+
+    async def main() -> None:
+        request = EngineRequest(messages=[ChatMessage(role="user", content="x")])
+        consumer = asyncio.ensure_future(collect_stream(engine.stream(request)))
+        await started.wait()
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        await asyncio.sleep(0.1)
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not tasks, "the tool's task is gone"
+
+    asyncio.run(main())
+    assert finished == []
