@@ -186,6 +186,18 @@ class AdapterPoolEngine(TransformersEngine):
         self._book = threading.Lock()  # the counts below
         self._users: dict[str, int] = {}
         self._retiring: set[str] = set()
+        self._members: dict[str, SpecialistManifest] = {}  # adapter name -> its specialist
+
+    async def stream(
+        self, request: EngineRequest, cancel: threading.Event | None = None
+    ) -> AsyncIterator[TextDelta]:
+        """As any engine with adapters: the adapter's specialist's system prompt goes first."""
+        member = self._members.get(request.adapter) if request.adapter else None
+        if member is not None and member.system_prompt:
+            system = ChatMessage(role="system", content=member.system_prompt)
+            request = request.model_copy(update={"messages": [system, *request.messages]})
+        async for delta in super().stream(request, cancel):
+            yield delta
 
     @property
     def adapters(self) -> list[str]:
@@ -202,6 +214,7 @@ class AdapterPoolEngine(TransformersEngine):
         name = adapter_key(adapter_id(manifest))
         with self._book:
             self._retiring.discard(name)
+            self._members[name] = manifest
             if name in self.adapters:
                 return name
         if not manifest.model.adapter:
@@ -328,12 +341,8 @@ class AdapterPoolDeployment:
             raise InvalidRequestError(f"call with multiplexed_model_id={model_id!r}")
         self._manifests[model_id] = spec
         loaded: _LoadedAdapter = await self._adapter(model_id)
-        messages = list(request.messages)
-        if spec.system_prompt:
-            messages.insert(0, ChatMessage(role="system", content=spec.system_prompt))
-        routed = request.received().model_copy(
-            update={"messages": messages, "adapter": loaded.name}
-        )
+        # The engine puts the adapter's specialist's system prompt first.
+        routed = request.received().model_copy(update={"adapter": loaded.name})
         acquire = getattr(self.engine, "acquire", None)
         if acquire is not None:
             acquire(loaded.name)
