@@ -49,7 +49,9 @@ PROMPTS = [
 ]
 CONCURRENCY = (1, 4, 8, 16)
 ENGINE_CONCURRENCY = (1, 8)
-REPLICA_THREADS = 1  # what Ray gives a replica reserving under one CPU (OMP_NUM_THREADS=1)
+# Threads per engine: what Ray gives a replica reserving under one CPU (OMP_NUM_THREADS=1), as
+# the catalog's specialists do; --threads N gives the bench-* replicas N CPUs (so N threads).
+REPLICA_THREADS = 1
 BENCH_PREFIX = "bench-"
 GPU_ENGINES = {"vllm"}  # serve through their own Serve app on a GPU: no "alone" figures here
 
@@ -249,6 +251,8 @@ def publish_bench_specialist(base_url: str, token: str, engine: str) -> str:
     data.update(name=name, version="1.0.0", description=f"general on the {engine} engine")
     if engine in GPU_ENGINES:
         data["resources"]["num_gpus"] = 1
+    if REPLICA_THREADS > 1:  # Ray sets OMP_NUM_THREADS from a replica's whole CPUs
+        data["resources"]["num_cpus"] = REPLICA_THREADS
     headers = {"Authorization": f"Bearer {token}"}
     url = f"{base_url}/v1/specialists"
     answer = httpx.post(url, json=data, headers=headers, params={"force": "true"}, timeout=120)
@@ -378,7 +382,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--cache-dir", help="converted models (default: a temporary folder)")
     parser.add_argument("--no-scheduler", action="store_true", help="skip the in-process part")
+    parser.add_argument("--threads", type=int, default=1, help="engine threads (and bench CPUs)")
     args = parser.parse_args()
+    global REPLICA_THREADS
+    REPLICA_THREADS = args.threads
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # what the onnx engine reads, as in Ray
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -389,7 +397,8 @@ def main() -> None:
         from mesh.launcher import running_mesh
 
         token = "bench-admin-token"
-        env = {"MESH_ADMIN_TOKEN": token, "MESH_RAY_NUM_CPUS": "4"}  # room for bench-*
+        # Logical CPUs are Ray's reservations, not cores: room for the bench-* replicas.
+        env = {"MESH_ADMIN_TOKEN": token, "MESH_RAY_NUM_CPUS": "8"}
         with (
             tempfile.TemporaryDirectory() as home,
             running_mesh(Path(home), env=env, ui=False) as mesh,

@@ -76,7 +76,8 @@ def test_catalog_is_valid_and_routable() -> None:
     catalog = {m.name: m for m in load_catalog()}
     assert {"general", "code", "writing", "math"} <= set(catalog)
     assert catalog["math"].model.engine == "tool"
-    llms = [m for m in catalog.values() if m.model.engine == "transformers"]
+    llms = [m for m in catalog.values() if m.model.engine != "tool"]
+    assert {m.model.engine for m in llms} == {"onnx"}, "the fast CPU engine serves the catalog"
     for manifest in catalog.values():
         assert len(manifest.examples) >= 10
     for manifest in llms:
