@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# `python benchmarks/serving.py` puts this folder first on sys.path, where specialists.py and
+# router.py (other benchmarks) would shadow the packages of the same names.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPTS = [
     "Describe a sunrise over the ocean.",
