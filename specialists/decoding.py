@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.errors import InvalidRequestError
-from specialists.engine import FinishReason, Prompt, TextDelta, truncate_at_stop
+from specialists.engine import FinishReason, Prompt, TextDelta, safe_length, truncate_at_stop
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -319,7 +319,7 @@ def _advance(row: _Row, token: int, tokenizer: Any, eos_ids: set[int]) -> TextDe
     elif row.cancel.is_set():
         row.finish = "cancelled"
     if row.finish is None:
-        text = text[: _safe_length(text, params.stop)]
+        text = text[: safe_length(text, params.stop)]
     piece = text[len(row.emitted) :] if text.startswith(row.emitted) else ""
     row.emitted += piece
     if row.finish is None:
@@ -330,16 +330,3 @@ def _advance(row: _Row, token: int, tokenizer: Any, eos_ids: set[int]) -> TextDe
         prompt_tokens=len(row.prompt.ids),
         completion_tokens=len(row.generated) + (token in eos_ids),
     )
-
-
-def _safe_length(text: str, stops: list[str]) -> int:
-    """How much of `text` can be shown now: hold back a half-decoded character and any tail
-    that could still grow into a stop sequence (so a stop string never leaks out in pieces)."""
-    end = len(text.rstrip("\ufffd"))
-    held = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, end), 0, -1):
-            if text[:end].endswith(stop[:size]):
-                held = max(held, size)
-                break
-    return end - held

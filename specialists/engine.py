@@ -394,6 +394,19 @@ def _merge(first: TextDelta, then: TextDelta) -> TextDelta:
     )
 
 
+def safe_length(text: str, stops: Sequence[str]) -> int:
+    """How much of `text` can be shown now: hold back a half-decoded character and any tail
+    that could still grow into a stop string (so a stop string never leaks out in pieces)."""
+    end = len(text.rstrip("\ufffd"))
+    held = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, end), 0, -1):
+            if text[:end].endswith(stop[:size]):
+                held = max(held, size)
+                break
+    return end - held
+
+
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     """Cut `text` at the first stop sequence; report whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

@@ -23,14 +23,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from registry.errors import InvalidRequestError, UnavailableError
-from specialists.engine import FinishReason, GenerationParams, TextDelta, truncate_at_stop
+from specialists.engine import (
+    FinishReason,
+    GenerationParams,
+    TextDelta,
+    safe_length,
+    truncate_at_stop,
+)
 
 Emit = Callable[[TextDelta | BaseException], None]
 NUCLEUS_CANDIDATES = 512
@@ -132,19 +138,6 @@ def _draw(weights: np.ndarray, rng: np.random.Generator) -> int:
     cumulative = np.cumsum(weights)
     index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
     return min(index, weights.size - 1)
-
-
-def safe_length(text: str, stops: Sequence[str]) -> int:
-    """How much of `text` can be shown now: hold back a half-decoded character and any tail
-    that could still grow into a stop string (so a stop string never leaks out in pieces)."""
-    end = len(text.rstrip("\ufffd"))
-    held = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, end), 0, -1):
-            if text[:end].endswith(stop[:size]):
-                held = max(held, size)
-                break
-    return end - held
 
 
 def advance(row: Row, token: int, tokenizer: Any, eos_ids: set[int]) -> None:
