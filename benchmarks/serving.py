@@ -53,7 +53,8 @@ PROMPTS = [
     "Why do people enjoy hiking?",
     "Summarise the plot of a heist movie you invent.",
 ]
-CONCURRENCY = (1, 4, 8, 16)
+# 16 needs MESH_MAX_INFLIGHT_PER_CLIENT >= 16: one client's fair share is 8 by default (429).
+CONCURRENCY = (1, 4, 8)
 ENGINE_CONCURRENCY = (1, 8)
 # Threads per engine: what Ray gives a replica reserving under one CPU (OMP_NUM_THREADS=1), as
 # the catalog's specialists do; --threads N gives the bench-* replicas N CPUs (so N threads).
@@ -262,9 +263,10 @@ def publish_bench_specialist(base_url: str, token: str, engine: str) -> str:
     headers = {"Authorization": f"Bearer {token}"}
     url = f"{base_url}/v1/specialists"
     answer = httpx.post(url, json=data, headers=headers, params={"force": "true"}, timeout=120)
-    if answer.status_code == 409:  # published by an earlier run: install it
+    if answer.status_code == 409:  # published by an earlier run: install it (409: it is)
         answer = httpx.post(f"{url}/{name}/install", json={}, headers=headers, timeout=120)
-    answer.raise_for_status()
+    if answer.status_code != 409:
+        answer.raise_for_status()
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         models = httpx.get(f"{base_url}/v1/models", timeout=30).json()["data"]
@@ -328,9 +330,6 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
         mesh = report["mesh"]
         out["mesh_c8_tokens_per_s_over_direct"] = round(
             mesh["8"]["tokens_per_s"] / direct["tokens_per_s"], 2
-        )
-        out["mesh_c16_tokens_per_s_over_direct"] = round(
-            mesh["16"]["tokens_per_s"] / direct["tokens_per_s"], 2
         )
         out["mesh_c1_p50_latency_overhead_pct"] = round(
             100 * (mesh["1"]["p50_ms"] / direct["p50_ms"] - 1), 1
