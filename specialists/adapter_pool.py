@@ -47,7 +47,7 @@ from specialists.engine import (
     TextDelta,
     coalesce,
 )
-from specialists.serve_options import deployment_options, keep_replica_on_loopback
+from specialists.serve_options import app_handle, deployment_options, keep_replica_on_loopback
 from specialists.sources import SourceOptions, adapter_folder, verify_sources
 from specialists.transformers_engine import TransformersEngine, attach_adapter, check_adapter_folder
 
@@ -405,13 +405,7 @@ class PoolClientEngine(Engine):
     ) -> AsyncIterator[TextDelta]:
         """The pool's deltas; leaving early (or `cancel`) cancels the pool's row too."""
         if self._handle is None:
-            try:
-                self._handle = serve.get_app_handle(self.app)
-            except Exception as error:  # Serve raises its own exception for an unknown app
-                raise UnavailableError(
-                    f"{self.manifest.name}: its shared base pool {self.app} is not running "
-                    f"({error})"
-                ) from None
+            self._handle = app_handle(self.app, self.manifest.name, "its shared base pool")
         handle = self._handle.options(stream=True, multiplexed_model_id=self.model_id)
         responses = handle.generate.remote(self._payload, request.for_transport())
         finished = False

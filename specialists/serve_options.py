@@ -74,3 +74,16 @@ def keep_replica_on_loopback() -> None:
 
     on_loopback.mesh_loopback = True  # type: ignore[attr-defined]
     replica.add_port_to_grpc_server = on_loopback
+
+
+def app_handle(app: str, specialist: str, what: str) -> Any:
+    """A handle to the Serve app `app` that `specialist` forwards to; a 503 naming `what` (its
+    shared base pool, its vLLM app) when that app is not running."""
+    from ray import serve
+
+    from registry.errors import UnavailableError
+
+    try:
+        return serve.get_app_handle(app)
+    except Exception as error:  # Serve raises its own exception for an unknown app
+        raise UnavailableError(f"{specialist}: {what} {app} is not running ({error})") from None

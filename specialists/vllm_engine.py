@@ -512,14 +512,9 @@ class VllmEngine(Engine):
 
     def _app_handle(self) -> Any:
         if self._handle is None:
-            from ray import serve
+            from specialists.serve_options import app_handle
 
-            try:
-                self._handle = serve.get_app_handle(self.app)
-            except Exception as error:  # Serve raises its own exception for an unknown app
-                raise UnavailableError(
-                    f"{self.manifest.name}: its vLLM app {self.app} is not running ({error})"
-                ) from None
+            self._handle = app_handle(self.app, self.manifest.name, "its vLLM app")
         return self._handle
 
     async def stream(
