@@ -56,9 +56,12 @@ PROMPTS = [
 # 16 needs MESH_MAX_INFLIGHT_PER_CLIENT >= 16: one client's fair share is 8 by default (429).
 CONCURRENCY = (1, 4, 8)
 ENGINE_CONCURRENCY = (1, 8)
-# Threads per engine: what Ray gives a replica reserving under one CPU (OMP_NUM_THREADS=1), as
-# the catalog's specialists do; --threads N gives the bench-* replicas N CPUs (so N threads).
+# Threads per engine replica (--threads): the mesh's MESH_ENGINE_THREADS. `baseline` is always
+# the transformers engine at one thread, what the catalog's specialists ran before the engines
+# (Ray gives a replica reserving under one CPU OMP_NUM_THREADS=1).
 REPLICA_THREADS = 1
+BASELINE_THREADS = 1
+DEFAULT_THREADS = 1
 BENCH_PREFIX = "bench-"
 GPU_ENGINES = {"vllm"}  # serve through their own Serve app on a GPU: no "alone" figures here
 
@@ -144,7 +147,8 @@ def load_engine(name: str, cache_dir: str) -> Any:
     from specialists.engine_registry import engine_class
     from specialists.sources import SourceOptions
 
-    engine = engine_class(name)(general_manifest(name), SourceOptions(cache_dir=cache_dir))
+    options = SourceOptions(cache_dir=cache_dir, engine_threads=REPLICA_THREADS)
+    engine = engine_class(name)(general_manifest(name), options)
     engine.load()
     return engine
 
@@ -177,6 +181,19 @@ def bench_alone(engine: Any, concurrency: int, requests: int, max_tokens: int) -
         return summary
 
     return asyncio.run(main())
+
+
+def bench_baseline(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The transformers engine alone at BASELINE_THREADS, concurrency 1: the issue's "today's
+    single stream", measured in the same run as everything it is compared with."""
+    import torch
+
+    torch.set_num_threads(BASELINE_THREADS)
+    try:
+        runs = [bench_alone(engine, 1, args.requests, args.max_tokens) for _ in range(args.repeats)]
+    finally:
+        torch.set_num_threads(REPLICA_THREADS)
+    return {**median_of(runs), "threads": BASELINE_THREADS}
 
 
 # -- the scheduler in-process: continuous versus static -------------------------------------
@@ -258,8 +275,6 @@ def publish_bench_specialist(base_url: str, token: str, engine: str) -> str:
     data.update(name=name, version="1.0.0", description=f"general on the {engine} engine")
     if engine in GPU_ENGINES:
         data["resources"]["num_gpus"] = 1
-    if REPLICA_THREADS > 1:  # Ray sets OMP_NUM_THREADS from a replica's whole CPUs
-        data["resources"]["num_cpus"] = REPLICA_THREADS
     headers = {"Authorization": f"Bearer {token}"}
     url = f"{base_url}/v1/specialists"
     answer = httpx.post(url, json=data, headers=headers, params={"force": "true"}, timeout=120)
@@ -295,6 +310,7 @@ def run(args: argparse.Namespace, base_url: str, token: str) -> dict[str, Any]:
                 "alone_8": median_of([bench_alone(engine, 8, 32, args.max_tokens) for _ in repeat]),
             }
             if name == "transformers":
+                report["baseline"] = bench_baseline(engine, args)
                 report["direct"] = entry["alone"]
                 if not args.no_scheduler:
                     report["scheduler"] = {
@@ -315,6 +331,7 @@ def run(args: argparse.Namespace, base_url: str, token: str) -> dict[str, Any]:
         "max_tokens": f"{_max_tokens(0, args.max_tokens)}..{args.max_tokens}, mixed",
         "requests_per_level": f"max({args.requests}, 4 x concurrency)",
         "engine_threads": REPLICA_THREADS,
+        "baseline_threads": BASELINE_THREADS,
         "repeats": args.repeats,
         "cpus": os.cpu_count(),
     }
@@ -370,6 +387,10 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
             row["mesh_c1_over_transformers_direct_tokens_per_s"] = round(
                 mesh["1"]["tokens_per_s"] / direct["tokens_per_s"], 2
             )
+        if report.get("baseline"):
+            row["mesh_c1_over_baseline_tokens_per_s"] = round(
+                mesh["1"]["tokens_per_s"] / report["baseline"]["tokens_per_s"], 2
+            )
         engines[name] = row
     out["engines"] = engines
     return out
@@ -387,7 +408,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--cache-dir", help="converted models (default: a temporary folder)")
     parser.add_argument("--no-scheduler", action="store_true", help="skip the in-process part")
-    parser.add_argument("--threads", type=int, default=1, help="engine threads (and bench CPUs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help="engine threads alone and in the mesh (with --url, start the mesh with "
+        "MESH_ENGINE_THREADS set to the same number)",
+    )
     args = parser.parse_args()
     global REPLICA_THREADS
     REPLICA_THREADS = args.threads
@@ -403,7 +430,11 @@ def main() -> None:
 
         token = "bench-admin-token"
         # Logical CPUs are Ray's reservations, not cores: room for the bench-* replicas.
-        env = {"MESH_ADMIN_TOKEN": token, "MESH_RAY_NUM_CPUS": "8"}
+        env = {
+            "MESH_ADMIN_TOKEN": token,
+            "MESH_RAY_NUM_CPUS": "8",
+            "MESH_ENGINE_THREADS": str(REPLICA_THREADS),
+        }
         with (
             tempfile.TemporaryDirectory() as home,
             running_mesh(Path(home), env=env, ui=False) as mesh,

@@ -360,6 +360,7 @@ def source_options(redis_url: str, settings: MeshSettings | None = None) -> Sour
         cache_dir=str(settings.home / "artifacts"),
         allow_pickle=settings.allow_pickle,
         max_artifact_bytes=settings.max_artifact_bytes,
+        engine_threads=settings.engine_threads,
     )
 
 

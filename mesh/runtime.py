@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from mesh.health import FAILED_STATUSES
 from mesh.settings import MeshSettings
 from registry import Principal, Registry, UnavailableError
 from registry.redis_server import EmbeddedRedis
+from specialists.onnx_build import conversions_running
 
 UI_APP = "ui"
 # Ray uses the loopback address as its node IP when clusters are off for this platform.
@@ -69,6 +71,7 @@ def wait_ready(
     progress: Callable[[str], None],
     stop: threading.Event,
     admin_token: str | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any] | None:
     """Poll /healthz until every installed specialist is live or settled (None if stopped).
 
@@ -91,6 +94,9 @@ def wait_ready(
                         progress(f"{name} failed to deploy ({state['status']}): {detail}")
                 return dict(body)
             states = ", ".join(f"{n}: {s['status']}" for n, s in specialists.items())
+            if cache_dir is not None and (building := conversions_running(cache_dir)):
+                # Replicas on this machine convert into MESH_HOME: once per model, minutes.
+                states += f"; converting to ONNX int8 once, cached: {', '.join(building)}"
             if states != last:
                 progress(f"waiting for specialists ({states or 'none yet'})")
                 last = states
@@ -140,7 +146,14 @@ def up(
             from ui.app import build_ui_app
 
             serve.run(build_ui_app(settings), name=UI_APP, route_prefix=UI_ROUTE)
-        health = wait_ready(settings.base_url, ready_timeout_s, echo, stop, settings.admin_token)
+        health = wait_ready(
+            settings.base_url,
+            ready_timeout_s,
+            echo,
+            stop,
+            settings.admin_token,
+            cache_dir=settings.data_dir / "artifacts",
+        )
         if health is not None:
             ui_line = f"  UI {settings.base_url}{UI_ROUTE}" if ui else ""
             state = "" if health.get("status") == "ok" else f" ({health.get('status')})"

@@ -97,6 +97,13 @@ class MeshSettings(BaseSettings):
         8, ge=1, description="Requests one client may have open per specialist (fair share; 429)."
     )
     ray_num_cpus: float | None = Field(None, description="CPUs for a local Ray (default: all).")
+    engine_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Compute threads per CPU engine replica (default: Ray's OMP_NUM_THREADS, "
+        "1 for a replica reserving under one CPU).",
+    )
 
     @property
     def data_dir(self) -> Path:

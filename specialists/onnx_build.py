@@ -244,15 +244,28 @@ def publish(files_root: Path, folder: Path, key: str, **record: Any) -> None:
         os.replace(files_root, folder)
 
 
+BUILDING_PREFIX = ".building-"
+
+
 @contextmanager
 def building(folder: Path) -> Iterator[Path]:
     """A temporary folder beside `folder` to build it in (call with its lock held: leftovers
     of a builder that died are removed first)."""
-    prefix = f".building-{folder.name}-"
+    prefix = f"{BUILDING_PREFIX}{folder.name}-"
     for stale in folder.parent.glob(prefix + "*"):
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=prefix) as tmp:
         yield Path(tmp)
+
+
+def conversions_running(cache_dir: Path) -> list[str]:
+    """The cache entries being converted now in `cache_dir` (`<cache_dir>/onnx` of a replica's
+    `SourceOptions`): what `mesh up` shows on its console while it waits."""
+    folder = cache_dir / "onnx"
+    if not folder.is_dir():
+        return []
+    names = (p.name[len(BUILDING_PREFIX) :] for p in folder.glob(BUILDING_PREFIX + "*"))
+    return sorted({name.rsplit("-", 1)[0] for name in names})
 
 
 def _progress(message: str) -> None:

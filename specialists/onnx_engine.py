@@ -8,11 +8,14 @@ decodes every request (`specialists.onnx_batching`). LoRA adapters: a manifest's
 speed); a shared-base engine serves several through `add_adapter`, on a twin graph that takes
 LoRA weights as inputs (`specialists.onnx_lora`); rows of each adapter decode together.
 
-Threads: onnxruntime's intra-op pool is `intra_op_threads`, by default OMP_NUM_THREADS (Ray sets
-it to a replica's CPUs, 1 for a fractional CPU) or the machine's cores, up to 8. Measured on 2
-idle cores: 1 thread ~80 tok/s for one stream and ~240 tok/s for 8; 2 threads ~110-135 and
-~330-400. Pool threads spin between steps (`spin`, onnxruntime's default): on idle cores that
-is ~30% faster, but on cores another busy process shares it was ~2x slower than `spin=False`.
+Threads: onnxruntime's intra-op pool is `intra_op_threads`, else the operator's
+`MESH_ENGINE_THREADS` (`SourceOptions.engine_threads`), else OMP_NUM_THREADS (Ray sets it to a
+replica's CPUs, 1 for a fractional CPU), else the machine's cores, up to 8. Measured on 2 idle
+cores: 1 thread ~80 tok/s for one stream and ~240 tok/s for 8; 2 threads ~110-135 and ~330-400;
+through a mesh on the same 2 cores, 2 threads were slower than 1 (docs/performance.md). Pool
+threads do not spin between steps unless `spin` (onnxruntime spins by default): spinning was
+~30% faster on idle cores but ~2x slower on cores another busy process shares, as a mesh's
+HTTP proxy and gateway always do.
 """
 
 from __future__ import annotations
@@ -73,11 +76,11 @@ class OnnxGenAIEngine(Engine):
         cache_dir: Path | None = None,
         intra_op_threads: int | None = None,
         max_batch_size: int | None = None,
-        spin: bool = True,
+        spin: bool = False,
     ) -> None:
         super().__init__(manifest, sources)
         self.cache_dir = cache_dir or default_cache_dir(self.sources)
-        self.threads = intra_op_threads or default_threads()
+        self.threads = intra_op_threads or self.sources.engine_threads or default_threads()
         self.max_batch_size = max_batch_size or manifest.scaling.max_batch_size
         self.spin = spin
         self.built: OnnxModel | None = None

@@ -22,7 +22,7 @@ from registry.manifest import SpecialistManifest, artifact_id, source_kind
 
 
 class SourceOptions(BaseModel):
-    """The operator's settings for loading weights, passed explicitly into replicas."""
+    """The operator's settings for loading and running weights, passed explicitly into replicas."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,6 +32,13 @@ class SourceOptions(BaseModel):
     )
     allow_pickle: bool = Field(False, description="MESH_ALLOW_PICKLE: load pickle weights.")
     max_artifact_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
+    engine_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="MESH_ENGINE_THREADS: compute threads per CPU engine replica (default: "
+        "Ray's OMP_NUM_THREADS, which is 1 for a replica reserving under one CPU).",
+    )
 
     def artifact_cache(self) -> Path:
         if self.cache_dir:

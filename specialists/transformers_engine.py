@@ -66,6 +66,10 @@ class TransformersEngine(BatchEngine):
         if adapter is not None:  # merged: decoding costs what the base alone costs
             self.model = attach_adapter(self.model, adapter, "default").merge_and_unload()
         self.model.eval()
+        if self.sources.engine_threads and self.device == "cpu":  # the operator's, not Ray's 1
+            import torch
+
+            torch.set_num_threads(self.sources.engine_threads)
         config = self.model.config
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
