@@ -28,6 +28,9 @@ def finetune(
     base: Annotated[str, typer.Option("--base", help="Base weights (source or local path).")] = (
         DEFAULT_BASE
     ),
+    engine: Annotated[
+        str, typer.Option("--engine", help="The engine the manifest serves with.")
+    ] = "onnx",
     eval_data: Annotated[
         Path | None, typer.Option("--eval", help="Held-out chat JSONL scored after training.")
     ] = None,
@@ -79,6 +82,7 @@ def finetune(
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     config = FinetuneConfig(
         base=base,
+        engine=engine,
         data=data,
         eval_data=eval_data,
         out=out,

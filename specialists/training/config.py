@@ -32,6 +32,11 @@ class FinetuneConfig(BaseModel):
         description="Base weights: a manifest source ('package:...', 'artifact:...', a hub id "
         "in the local cache) or a local folder / .gguf file."
     )
+    engine: str = Field(
+        "onnx",
+        description="The engine the drafted manifest serves with (`model.engine`): training "
+        "runs on transformers either way.",
+    )
     data: Path
     eval_data: Path | None = None
     out: Path

@@ -150,7 +150,7 @@ def draft_manifest(
         **identity.model_dump(),
         "examples": router_examples(records, config.seed),
         "model": {
-            "engine": "transformers",
+            "engine": config.engine,
             "source": config.base,
             "adapter": f"./{ADAPTER}",
             "sha256": pins,
@@ -243,11 +243,12 @@ def _check_manifest(manifest: dict[str, Any], folder: Path) -> None:
     """Validate as the store will: local paths as upload placeholders (the adapter may not be
     written yet, so it stands in as the folder itself)."""
     from registry.artifact_store import upload_local_sources
+    from specialists.engine_registry import check_publishable
 
     probe = upload_local_sources(
         {**manifest, "model": {**manifest["model"], "adapter": str(folder)}}, folder, None
     )
-    parse_manifest(probe, source=str(folder / MANIFEST))
+    check_publishable(parse_manifest(probe, source=str(folder / MANIFEST)))
 
 
 def _versions() -> dict[str, str]:

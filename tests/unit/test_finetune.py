@@ -230,6 +230,7 @@ def test_finetune_writes_a_manifest_the_store_accepts_with_card_and_pins(
 
     manifest = yaml.safe_load(path.read_text())
     assert manifest["model"]["adapter"] == "./adapter"
+    assert manifest["model"]["engine"] == "onnx"  # served by the fast engine; trained on torch
     pins = manifest["model"]["sha256"]
     assert pins["adapter/adapter_model.safetensors"] == file_sha256(
         out / "adapter" / "adapter_model.safetensors"
@@ -272,6 +273,7 @@ def test_finetune_cli_refuses_bad_options_before_training(tmp_path: Path) -> Non
         (["--data", str(data), "--out", str(a_file / "x")], "cannot write there"),
         (["--data", str(data), "--out", out, "--name", "My_Model"], "name"),
         (["--data", str(data), "--out", out, "--version", "1.0"], "semantic version"),
+        (["--data", str(data), "--out", out, "--engine", "no-such-engine"], "no-such-engine"),
     ]
     for args, message in cases:
         result = _cli("finetune", *args)
