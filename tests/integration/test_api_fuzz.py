@@ -42,6 +42,7 @@ pytestmark = pytest.mark.slow
 FUZZ_OWNER = "fuzz"
 SEED = 20261201
 MAX_EXAMPLES = 8  # fuzzing-phase examples per operation; the coverage phase adds its own
+OWNER_MAX_EXAMPLES = 4  # the owner run is about what an owner may write, not validation
 CHAT_PATH = "/v1/chat/completions"
 CHAT_MAX_EXAMPLES = 12  # about half of them valid
 CHAT_MAX_TOKENS = 4
@@ -69,7 +70,10 @@ DISABLED_CHECKS = {
 
 
 def fuzz_config(
-    base_url: str, headers: dict[str, str], chat_coverage: bool = True
+    base_url: str,
+    headers: dict[str, str],
+    chat_coverage: bool = True,
+    max_examples: int = MAX_EXAMPLES,
 ) -> SchemathesisConfig:
     """Seeded, derandomized and bounded: chat completions get only invalid coverage cases (the
     coverage phase's valid ones are ~200 real generations) and a few fuzzed ones; without
@@ -86,7 +90,7 @@ def fuzz_config(
             "output": {"sanitization": {"enabled": False}},  # `max_tokens` is not a secret
             "generation": {
                 "mode": "all",
-                "max-examples": MAX_EXAMPLES,
+                "max-examples": max_examples,
                 "deterministic": True,
                 "database": "none",
             },
@@ -279,7 +283,9 @@ def test_no_generated_request_gets_a_server_error(mesh: RunningMesh, identity: s
         headers["Authorization"] = f"Bearer {owner_token(mesh, FUZZ_OWNER)}"
     before = store_state(mesh)
     raw = httpx.get(f"{mesh.base_url}/openapi.json", timeout=30).json()
-    config = fuzz_config(mesh.base_url, headers, chat_coverage=identity == "anonymous")
+    anonymous = identity == "anonymous"
+    examples = MAX_EXAMPLES if anonymous else OWNER_MAX_EXAMPLES
+    config = fuzz_config(mesh.base_url, headers, chat_coverage=anonymous, max_examples=examples)
     schema = schemathesis.openapi.from_dict(amended(raw), config=config)
     with chat_clamp():
         report = run_engine(schema)

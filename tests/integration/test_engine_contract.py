@@ -25,7 +25,7 @@ from specialists.engine import (
 )
 from specialists.engine_registry import engine_class, engine_names
 from specialists.sources import SourceOptions
-from tests.conftest import manifest_data
+from tests.conftest import manifest_data, seed_onnx_cache
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +70,11 @@ def _text(deltas: list[TextDelta]) -> str:
 
 
 @pytest.fixture(scope="module")
-def engines(engine_plugin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def engines(
+    engine_plugin: Path, onnx_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
     """One loaded engine per runnable registered engine (loading is the slow part)."""
-    cache = tmp_path_factory.mktemp("engine-cache")
+    cache = seed_onnx_cache(onnx_cache, tmp_path_factory.mktemp("engine-cache"))
     options = SourceOptions(cache_dir=str(cache))
     loaded: dict[str, Engine] = {}
     for name in engine_names():

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from mesh.launcher import MeshProcess, running_mesh
-from tests.conftest import manifest_data
+from tests.conftest import manifest_data, seed_onnx_cache
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     STARTUP_TIMEOUT_S,
@@ -84,9 +84,10 @@ KEY = "ui-test-key"
 
 
 @pytest.fixture(scope="class")
-def keyed_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
+def keyed_mesh(tmp_path_factory: pytest.TempPathFactory, onnx_cache: Path) -> Iterator[MeshProcess]:
     env = {"MESH_API_KEYS": json.dumps([KEY]), "MESH_ADMIN_TOKEN": ADMIN_TOKEN}
     home = tmp_path_factory.mktemp("keyed-mesh-home")
+    seed_onnx_cache(onnx_cache, home / "artifacts")
     try:
         with running_mesh(home, env=env, timeout_s=STARTUP_TIMEOUT_S) as process:
             yield process
