@@ -46,11 +46,11 @@ from registry import (
     SpecialistManifest,
     UnavailableError,
 )
-from registry.errors import MeshError
+from registry.errors import HandedBackError, MeshError
 from router.decision import RouteDecision, RouteTarget
 from specialists.deployment import SpecialistRequest, app_name
 from specialists.engine import ChatMessage, GenerationParams, GenerationResult, TextDelta
-from specialists.messages import Bounds, ContextState
+from specialists.messages import Bounds, ContextState, TraceEvent
 from specialists.serve_options import keep_replica_on_loopback
 
 logger = logging.getLogger("ray.serve")
@@ -123,6 +123,15 @@ async def _sse(
     yield "data: [DONE]\n\n"
 
 
+def _hand_back_events(decision: RouteDecision) -> list[dict[str, Any]]:
+    """Each hand-back as a trace event, from the specialist that declined to the next one."""
+    names = [h.name for h in decision.handed_back] + [decision.chosen or ""]
+    return [
+        TraceEvent(from_=h.name, to=names[i + 1], hop=0, kind="hand_back", note=h.reason).dump()
+        for i, h in enumerate(decision.handed_back)
+    ]
+
+
 def _event(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
@@ -175,12 +184,37 @@ class Gateway:
         manifest, decision = await self._choose(body)
         address = request.client.host if request.client else None
         client = client_id(authorization, address, self.settings.api_keys)
-        release = self.fair_share.acquire(client, manifest.name)
-        try:
-            return await self._answer(body, manifest, decision, release)
-        except BaseException:
-            release()
-            raise
+        while True:
+            release = self.fair_share.acquire(client, manifest.name)
+            try:
+                return await self._answer(body, manifest, decision, release)
+            except HandedBackError as declined:  # not this one's query: the next candidate
+                release()
+                manifest, decision = self._after_hand_back(manifest.name, declined, decision)
+            except BaseException:
+                release()
+                raise
+
+    def _after_hand_back(
+        self, name: str, declined: HandedBackError, decision: RouteDecision
+    ) -> tuple[SpecialistManifest, RouteDecision]:
+        live = self.follower.view.specialists
+        after = decision.after_hand_back(name, declined.message, live, self.settings.fallback)
+        if after is None or after.chosen not in live:  # the live view changed meanwhile
+            raise UnavailableError(
+                f"{name} handed the query back ({declined.message}) and no "
+                "other specialist is live to answer it"
+            )
+        return live[after.chosen], after
+
+    def _may_hand_back(self, body: ChatCompletionRequest, decision: RouteDecision) -> bool:
+        """Routed, not a panel, and somebody else could answer: a specialist the query is not
+        for (a tool) may hand it back instead of answering."""
+        if not body.routed or decision.chosen is None or decision.mode == "panel":
+            return False
+        live = self.follower.view.specialists
+        after = decision.after_hand_back(decision.chosen, "", live, self.settings.fallback)
+        return after is not None
 
     async def _answer(
         self,
@@ -228,7 +262,10 @@ class Gateway:
             state, data, trace = panel.state, panel.data, panel.trace
         state = state.model_copy(update={"path": [manifest.name]})
         info = MeshInfo(
-            specialist=manifest.name, version=manifest.version, decision=decision, trace=trace
+            specialist=manifest.name,
+            version=manifest.version,
+            decision=decision,
+            trace=[*_hand_back_events(decision), *trace],
         )
         handle = self._handle(manifest.name)
         recorded = self.usage.start(manifest.name, routed=body.routed, response_id=response_id)
@@ -242,14 +279,16 @@ class Gateway:
             params=params,
             context=state,
             data=data,
+            may_hand_back=not members and self._may_hand_back(body, decision),
         )
         if body.stream:
             return await self._stream(handle, call, info, response_id, finish)
         try:
             result: GenerationResult = await handle.chat.remote(call)
         except Exception as error:
-            finish(True)
-            raise as_mesh_error(error) from None
+            mapped = as_mesh_error(error)
+            finish(not isinstance(mapped, HandedBackError))  # a hand-back is not a failure
+            raise mapped from None
         finish(False)
         info.trace.extend(event.dump() for event in result.trace)
         usage = Usage(
@@ -407,6 +446,10 @@ class Gateway:
         except StopAsyncIteration:
             first = TextDelta(text="", finish_reason="stop")
         except Exception as error:  # refused before any token: a normal HTTP error
+            mapped = as_mesh_error(error)
+            if isinstance(mapped, HandedBackError):  # nothing sent yet: the next candidate
+                finish(False)
+                raise mapped from None
             finish(True)
             return error_response(error)
         return StreamingResponse(

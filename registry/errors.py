@@ -59,6 +59,15 @@ class QualityGateError(ConflictError):
     error_type = "quality_gate_error"
 
 
+class HandedBackError(MeshError):
+    """A specialist the router chose cannot answer the query and hands it back (its message
+    says why); the gateway tries the next candidate or the fallback. Raised only when the
+    caller said another specialist may answer (`SpecialistRequest.may_hand_back`)."""
+
+    status_code = 422
+    error_type = "handed_back"
+
+
 class UnavailableError(MeshError):
     """A dependency is down or a specialist is not ready yet; retrying later may work."""
 

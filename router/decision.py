@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -30,6 +31,13 @@ class RouteTarget(BaseModel):
     )
 
 
+class HandBack(BaseModel):
+    """A chosen specialist that could not answer the query at all and handed it back."""
+
+    name: str
+    reason: str = Field(description="What the specialist said (for example, not arithmetic).")
+
+
 class RouteDecision(BaseModel):
     targets: list[RouteTarget] = Field(description="Ranked candidates, best first.")
     mode: RouteMode
@@ -42,6 +50,10 @@ class RouteDecision(BaseModel):
     follow_up_of: str | None = Field(
         None, description="Set when the turn stayed with this specialist of the conversation."
     )
+    handed_back: list[HandBack] = Field(
+        default_factory=list,
+        description="Specialists that were chosen first and handed the query back, in order.",
+    )
 
     @property
     def chosen(self) -> str | None:
@@ -51,3 +63,30 @@ class RouteDecision(BaseModel):
     @property
     def fallback(self) -> bool:
         return self.mode == "fallback"
+
+    def after_hand_back(
+        self, name: str, reason: str, live: Collection[str], fallback: str
+    ) -> RouteDecision | None:
+        """The decision once `name` handed the query back: the next candidate that is live,
+        not tried yet and above its own threshold, else the fallback specialist; None when
+        nobody is left."""
+        handed = [*self.handed_back, HandBack(name=name, reason=reason)]
+        tried = {h.name for h in handed}
+        rest = [t for t in self.targets if t.name not in tried]
+        for target in rest:
+            threshold = self.threshold if target.threshold is None else target.threshold
+            if target.name in live and target.score >= threshold:
+                ranked = [target, *(t for t in rest if t is not target)]
+                why = f"{name} handed the query back ({reason}); next candidate: {target.name}"
+                return self.model_copy(
+                    update={"targets": ranked, "handed_back": handed, "reason": why}
+                )
+        if fallback in live and fallback not in tried:
+            chosen = next((t for t in rest if t.name == fallback), None)
+            chosen = chosen or RouteTarget(name=fallback, score=0.0)
+            ranked = [chosen, *(t for t in rest if t is not chosen)]
+            why = f"{name} handed the query back ({reason}); no other candidate fits: fallback"
+            return self.model_copy(
+                update={"targets": ranked, "handed_back": handed, "reason": why, "mode": "fallback"}
+            )
+        return None

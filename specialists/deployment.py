@@ -65,6 +65,11 @@ class SpecialistRequest(BaseModel):
     params: GenerationParams = Field(default_factory=GenerationParams)
     context: ContextState | None = None
     data: list[str] = Field(default_factory=list)
+    may_hand_back: bool = Field(
+        False,
+        description="The router chose this specialist and has other candidates: one that "
+        "cannot answer the query at all raises `HandedBackError` instead of answering.",
+    )
 
 
 class AskRequest(BaseModel):
@@ -160,7 +165,7 @@ class SpecialistDeployment:
         ctx = ctx or self._context(request.context)
         params = request.params
         if self.exact:
-            async for delta in self._run_tool(request.messages, params, ctx):
+            async for delta in self._run_tool(request, ctx):
                 yield delta
             return
         prepared = await self._delegate(request.messages, ctx, request.data)
@@ -197,11 +202,16 @@ class SpecialistDeployment:
         return MeshContext(parsed, self.manifest.name, list(self.manifest.can_message))
 
     async def _run_tool(
-        self, messages: list[ChatMessage], params: GenerationParams, ctx: MeshContext
+        self, call: SpecialistRequest, ctx: MeshContext
     ) -> AsyncIterator[TextDelta]:
         """A tool's answer: exact, never cut by `max_tokens`; what it asked is in the trace."""
         asked = len(ctx.trace)
-        request = EngineRequest(messages=messages, params=self._bounded(params, ctx), mesh=ctx)
+        request = EngineRequest(
+            messages=call.messages,
+            params=self._bounded(call.params, ctx),
+            may_hand_back=call.may_hand_back,
+            mesh=ctx,
+        )
         async for delta in self.engine.stream(request):
             if delta.finish_reason:
                 ctx.spend(delta.completion_tokens)

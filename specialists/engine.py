@@ -157,6 +157,9 @@ class EngineRequest(BaseModel):
     messages: list[ChatMessage]
     params: GenerationParams = Field(default_factory=GenerationParams)
     adapter: str | None = None
+    # Another specialist may answer instead: an engine that cannot answer this request at all
+    # (a tool it is not for) raises `HandedBackError` rather than answering.
+    may_hand_back: bool = False
     # When the request arrived (time.monotonic): `params.max_time_s` counts from here, so time
     # spent waiting for a batch slot is part of the request's deadline.
     arrived: float = Field(default_factory=time.monotonic)

@@ -3,7 +3,9 @@
 The manifest's `model.source` names a tool of the tool registry (`specialists.tools.registry`,
 entry-point group `mesh.tools`): an async function taking the request text and a `MeshContext`
 (so a tool can ask other specialists) and returning the answer text. The engine answers the last
-user turn in one delta; a tool's answer is exact, so it is never cut by `max_tokens`.
+user turn in one delta; a tool's answer is exact, so it is never cut by `max_tokens`. A tool
+that `Declined` the query hands it back to the gateway when the request allows it, and otherwise
+answers with the decline's text.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import threading
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
-from registry.errors import UnavailableError
+from registry.errors import HandedBackError, UnavailableError
 from specialists.context import MeshContext
 from specialists.engine import Engine, EngineCapabilities, EngineRequest, TextDelta
 from specialists.messages import ContextState
-from specialists.tools.registry import ToolFunction, load_tool
+from specialists.tools.registry import Declined, ToolFunction, load_tool
 
 __all__ = ["ToolEngine", "ToolFunction"]
 
@@ -58,7 +60,12 @@ class ToolEngine(Engine):
         finally:  # the caller left, was cancelled, or cancelled: the tool stops too
             if not task.done():
                 task.cancel()
-        text = task.result()
+        try:
+            text = task.result()
+        except Declined as declined:
+            if request.may_hand_back:
+                raise HandedBackError(declined.answer) from None
+            text = declined.answer
         yield TextDelta(text=text)
         yield TextDelta(
             text="",

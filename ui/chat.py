@@ -24,9 +24,12 @@ def attribution(mesh_info: dict[str, Any]) -> str:
     """The footer under each answer: who answered, how they were chosen, with what scores."""
     decision = mesh_info["decision"]
     scores = ", ".join(f"{t['name']} {t['score']:.2f}" for t in decision["targets"])
+    handed = "".join(
+        f"; handed back by {h['name']}: {h['reason']}" for h in decision.get("handed_back") or []
+    )
     return (
         f"{FOOTER}*answered by **{mesh_info['specialist']}** "
-        f"({decision['mode']}; scores: {scores or 'n/a'})*"
+        f"({decision['mode']}; scores: {scores or 'n/a'}{handed})*"
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from specialists.context import MeshContext
 from specialists.tools.arithmetic import find_arithmetic
+from specialists.tools.registry import Declined
 from specialists.tools.sandbox import Sandbox, SandboxError
 
 MAX_INPUT_CHARS = 500
@@ -264,13 +265,14 @@ async def answer(expression: str) -> str:
 
 
 async def run(text: str, ctx: MeshContext) -> str:
-    """The `math` specialist: exact results, or 'cannot evaluate: <why>'; it never raises."""
+    """The `math` specialist: exact results, or 'cannot evaluate: <why>'. A text with no
+    arithmetic in it at all is `Declined` (another specialist should answer it)."""
     try:
         check(text)
     except MathError as error:
         expressions = list(dict.fromkeys(find_expressions(text)))[:MAX_PER_REQUEST]
         if not expressions:
-            return f"{DECLINE}: {error}"
+            raise Declined(f"{DECLINE}: {error}") from None
         results: list[str] = []
         for expression in expressions:
             results.append(await answer(expression))

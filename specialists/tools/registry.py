@@ -23,6 +23,16 @@ FIELD = "model.source"
 ToolFunction = Callable[[str, MeshContext], Awaitable[str]]
 
 
+class Declined(Exception):
+    """A tool raises this when the query is not for it at all (not one it failed at): the
+    mesh then tries the router's next candidate. `answer` is the reply for a caller that
+    pinned the tool or asked it directly, where nobody else will answer."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(answer)
+        self.answer = answer
+
+
 def _entry_points() -> dict[str, EntryPoint]:
     return {entry.name: entry for entry in entry_points(group=GROUP)}
 

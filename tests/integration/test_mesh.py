@@ -63,6 +63,53 @@ def test_coding_question_routes_to_code(client: openai.OpenAI, mesh: RunningMesh
     assert dry_run["targets"][0]["name"] == "code"
 
 
+MAGIC = "What is the value of magic_function(3)?"  # looks like math; is not arithmetic
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_hands_back_what_it_cannot_answer(
+    client: openai.OpenAI, mesh: RunningMesh, stream: bool
+) -> None:
+    """`math` is the router's choice but declines: the next candidate (or the fallback)
+    answers, and the decision and the trace say so."""
+    dry_run = httpx.post(f"{mesh.base_url}/v1/route", json={"text": MAGIC}, timeout=30).json()
+    assert dry_run["targets"][0]["name"] == "math", dry_run["reason"]
+    messages = [{"role": "user", "content": MAGIC}]
+    if stream:
+        chunks = list(
+            client.chat.completions.create(model="mesh", messages=messages, stream=True, **SHORT)
+        )
+        info = dict((chunks[0].model_extra or {})["mesh"])
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        events = [(c.model_extra or {}).get("mesh", {}).get("trace_event") for c in chunks]
+        trace = [e for e in events if e]
+    else:
+        completion = client.chat.completions.create(model="mesh", messages=messages, **SHORT)
+        info, text = _mesh_info(completion), completion.choices[0].message.content or ""
+        trace = info["trace"]
+    assert info["specialist"] != "math" and text.strip()
+    decision = info["decision"]
+    assert [h["name"] for h in decision["handed_back"]] == ["math"]
+    assert "not an arithmetic expression" in decision["handed_back"][0]["reason"]
+    assert decision["targets"][0]["name"] == info["specialist"]
+    hand_backs = [e for e in trace if e["kind"] == "hand_back"]
+    assert hand_backs == [
+        {**hand_backs[0], "from": "math", "to": info["specialist"], "kind": "hand_back"}
+    ]
+    assert "cannot evaluate" not in text
+
+
+def test_a_pinned_tool_answers_with_its_decline(client: openai.OpenAI) -> None:
+    """Pinned, nobody else may answer: the tool's own reply, as before."""
+    completion = client.chat.completions.create(
+        model="math", messages=[{"role": "user", "content": MAGIC}], **SHORT
+    )
+    assert completion.choices[0].message.content == (
+        "cannot evaluate: not an arithmetic expression"
+    )
+    assert _mesh_info(completion)["decision"]["handed_back"] == []
+
+
 def test_pinned_model_answers(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="general",

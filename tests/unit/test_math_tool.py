@@ -20,13 +20,18 @@ from specialists.context import MeshContext
 from specialists.messages import ContextState
 from specialists.tools import math as math_tool
 from specialists.tools.math import MathError, evaluate
+from specialists.tools.registry import Declined
 from specialists.tools.sandbox import Sandbox, SandboxError
 
 SLOW = "x**100 + x + 1 = 0"  # sympy.solve runs for minutes
 
 
 def answer(text: str) -> str:
-    return asyncio.run(math_tool.run(text, MeshContext(ContextState(), "general", [])))
+    """The reply a caller that pinned `math` gets (a decline's text when it declines)."""
+    try:
+        return asyncio.run(math_tool.run(text, MeshContext(ContextState(), "general", [])))
+    except Declined as declined:
+        return declined.answer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,6 +61,16 @@ def worker() -> Iterator[None]:
 )
 def test_answers_are_exact_or_say_why_not(text: str, expected: str) -> None:
     assert answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["What is the value of magic_function(3)?", "Write a haiku about autumn."]
+)
+def test_a_text_without_arithmetic_is_declined_not_failed(text: str) -> None:
+    """Declined: another specialist should answer it (the gateway hands it on)."""
+    with pytest.raises(Declined, match="cannot evaluate: not an arithmetic expression"):
+        asyncio.run(math_tool.run(text, MeshContext(ContextState(), "general", [])))
+    assert answer("What is 1/0?") == "cannot evaluate: division by zero"  # failed, not declined
 
 
 def test_long_results_are_shown_approximately_with_their_length() -> None:
