@@ -61,7 +61,6 @@ ENGINE_CONCURRENCY = (1, 8)
 # (Ray gives a replica reserving under one CPU OMP_NUM_THREADS=1).
 REPLICA_THREADS = 1
 BASELINE_THREADS = 1
-DEFAULT_THREADS = 1
 BENCH_PREFIX = "bench-"
 GPU_ENGINES = {"vllm"}  # serve through their own Serve app on a GPU: no "alone" figures here
 
@@ -193,7 +192,7 @@ def bench_baseline(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
         runs = [bench_alone(engine, 1, args.requests, args.max_tokens) for _ in range(args.repeats)]
     finally:
         torch.set_num_threads(REPLICA_THREADS)
-    return {**median_of(runs), "threads": BASELINE_THREADS}
+    return median_of(runs)
 
 
 # -- the scheduler in-process: continuous versus static -------------------------------------
@@ -310,7 +309,9 @@ def run(args: argparse.Namespace, base_url: str, token: str) -> dict[str, Any]:
                 "alone_8": median_of([bench_alone(engine, 8, 32, args.max_tokens) for _ in repeat]),
             }
             if name == "transformers":
-                report["baseline"] = bench_baseline(engine, args)
+                same = REPLICA_THREADS == BASELINE_THREADS  # then "alone" is the baseline
+                baseline = entry["alone"] if same else bench_baseline(engine, args)
+                report["baseline"] = {**baseline, "threads": BASELINE_THREADS}
                 report["direct"] = entry["alone"]
                 if not args.no_scheduler:
                     report["scheduler"] = {
@@ -411,7 +412,7 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=DEFAULT_THREADS,
+        default=REPLICA_THREADS,
         help="engine threads alone and in the mesh (with --url, start the mesh with "
         "MESH_ENGINE_THREADS set to the same number)",
     )

@@ -28,12 +28,14 @@ from mesh.panel import panel_members, run_panel
 from mesh.protocol import (
     ApiBody,
     ChatCompletionRequest,
+    EmbeddingRequest,
     MeshInfo,
     MeshOptions,
     Usage,
     chunk_body,
     completion_body,
     completion_id,
+    embedding_body,
     error_body,
 )
 from mesh.settings import MeshSettings
@@ -184,10 +186,13 @@ class Gateway:
         manifest, decision = await self._choose(body)
         address = request.client.host if request.client else None
         client = client_id(authorization, address, self.settings.api_keys)
+        response_id = completion_id()
+        # One deadline for the request, however many specialists hand it back.
+        state = ContextState(conversation_id=response_id, bounds=self._bounds(body.mesh)).started()
         while True:
             release = self.fair_share.acquire(client, manifest.name)
             try:
-                return await self._answer(body, manifest, decision, release)
+                return await self._answer(body, manifest, decision, release, response_id, state)
             except HandedBackError as declined:  # not this one's query: the next candidate
                 release()
                 manifest, decision = self._after_hand_back(manifest.name, declined, decision)
@@ -200,7 +205,7 @@ class Gateway:
     ) -> tuple[SpecialistManifest, RouteDecision]:
         live = self.follower.view.specialists
         after = decision.after_hand_back(name, declined.message, live, self.settings.fallback)
-        if after is None or after.chosen not in live:  # the live view changed meanwhile
+        if after is None or after.chosen is None:  # the live view changed meanwhile
             raise UnavailableError(
                 f"{name} handed the query back ({declined.message}) and no "
                 "other specialist is live to answer it"
@@ -208,9 +213,9 @@ class Gateway:
         return live[after.chosen], after
 
     def _may_hand_back(self, body: ChatCompletionRequest, decision: RouteDecision) -> bool:
-        """Routed, not a panel, and somebody else could answer: a specialist the query is not
-        for (a tool) may hand it back instead of answering."""
-        if not body.routed or decision.chosen is None or decision.mode == "panel":
+        """Routed (not pinned by `model` or an @mention), not a panel, and somebody else could
+        answer: a specialist the query is not for (a tool) may hand it back instead."""
+        if not body.routed or decision.chosen is None or decision.mode in ("panel", "pinned"):
             return False
         live = self.follower.view.specialists
         after = decision.after_hand_back(decision.chosen, "", live, self.settings.fallback)
@@ -222,6 +227,8 @@ class Gateway:
         manifest: SpecialistManifest,
         decision: RouteDecision,
         release: Callable[[], None],
+        response_id: str,
+        state: ContextState,
     ) -> JSONResponse | StreamingResponse:
         """Generate the answer; `release` frees the client's fair-share slot when it ends."""
         if body.mesh is not None and body.mesh.panel:
@@ -236,8 +243,6 @@ class Gateway:
             stop=body.stop_list(),
             seed=body.seed,
         )
-        response_id = completion_id()
-        state = ContextState(conversation_id=response_id, bounds=self._bounds(body.mesh))
         live = set(self.follower.view.specialists)
         members = panel_members(body.mesh, decision, live)
         data: list[str] = []
@@ -270,8 +275,10 @@ class Gateway:
         handle = self._handle(manifest.name)
         recorded = self.usage.start(manifest.name, routed=body.routed, response_id=response_id)
 
-        def finish(failed: bool) -> None:
-            recorded(failed)
+        def finish(failed: bool | None) -> None:
+            """`failed` None: handed back, so not this specialist's request at all."""
+            if failed is not None:
+                recorded(failed)
             release()
 
         call = SpecialistRequest(
@@ -287,7 +294,7 @@ class Gateway:
             result: GenerationResult = await handle.chat.remote(call)
         except Exception as error:
             mapped = as_mesh_error(error)
-            finish(not isinstance(mapped, HandedBackError))  # a hand-back is not a failure
+            finish(None if isinstance(mapped, HandedBackError) else True)
             raise mapped from None
         finish(False)
         info.trace.extend(event.dump() for event in result.trace)
@@ -306,6 +313,25 @@ class Gateway:
                 mesh=info,
             )
         )
+
+    @api.post("/v1/embeddings")
+    async def embeddings(
+        self, body: EmbeddingRequest, authorization: str | None = Header(None)
+    ) -> dict[str, Any]:
+        """OpenAI's embeddings, from the router's frozen encoder (`model`: "mesh" or its name)."""
+        await self._check_auth(authorization)
+        texts = body.texts()
+        size = sum(len(text) for text in texts)
+        if size > self.settings.max_prompt_chars:
+            raise InvalidRequestError(
+                f"input is {size} characters; the limit is {self.settings.max_prompt_chars}",
+                param="input",
+            )
+        try:
+            batch = await self.router.embed.remote(texts, body.model)
+        except Exception as error:
+            raise as_mesh_error(error) from None
+        return embedding_body(batch, body.encoding_format)
 
     @api.get("/v1/models")
     async def models(self, authorization: str | None = Header(None)) -> dict[str, Any]:
@@ -436,7 +462,7 @@ class Gateway:
         call: SpecialistRequest,
         info: MeshInfo,
         response_id: str,
-        finish: Callable[[bool], None],
+        finish: Callable[[bool | None], None],
     ) -> StreamingResponse | JSONResponse:
         deltas = cast(
             DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
@@ -448,7 +474,7 @@ class Gateway:
         except Exception as error:  # refused before any token: a normal HTTP error
             mapped = as_mesh_error(error)
             if isinstance(mapped, HandedBackError):  # nothing sent yet: the next candidate
-                finish(False)
+                finish(None)
                 raise mapped from None
             finish(True)
             return error_response(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from registry.text import check_encodable
 from router.decision import RouteDecision
+from router.embeddings import ROUTED_ALIAS, EmbeddingBatch
 
 ROUTED_MODELS = frozenset({"mesh", "mesh/auto", "auto"})
 
@@ -19,6 +21,7 @@ MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
 MAX_USER_CHARS = 256
 MAX_COMPLETION_TOKENS = 1_000_000  # a sanity cap; each specialist's manifest clamps far lower
+MAX_EMBEDDING_INPUTS = 256  # texts per /v1/embeddings call (OpenAI allows 2048; ours is a CPU)
 
 # OpenAI request fields the mesh does not honour, with the values that ask for nothing (so a
 # client sending its defaults still works). Anything else is a 400 naming the field: silently
@@ -217,6 +220,72 @@ class ChatCompletionRequest(ApiBody):
         """The text the router reads: the last user turn."""
         users = [m.text() for m in self.messages if m.role == "user"]
         return users[-1] if users else self.messages[-1].text()
+
+
+class EmbeddingRequest(ApiBody):
+    """OpenAI's embeddings body: text in, one vector per text. Token arrays and `dimensions`
+    are refused by name (the encoder reads text and has one size)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str] = Field(
+        description=f"A text or up to {MAX_EMBEDDING_INPUTS} texts, none of them empty."
+    )
+    model: str = ROUTED_ALIAS
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Any = None
+    user: str | None = Field(None, max_length=MAX_USER_CHARS)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+            raise ValueError("token arrays are not supported: send text")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("input must hold at least one text")
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} texts per call, got {len(texts)}")
+        if any(not text.strip() for text in texts):
+            raise ValueError("input texts must not be empty")
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _one_size(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("dimensions is not supported by the mesh (send it unset)")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+def embedding_body(batch: EmbeddingBatch, encoding_format: str) -> dict[str, Any]:
+    """OpenAI's list of embeddings; base64 is little-endian float32, as OpenAI's clients read."""
+
+    def encoded(vector: list[float]) -> list[float] | str:
+        if encoding_format == "float":
+            return vector
+        import numpy as np
+
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+    total = sum(batch.tokens)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encoded(v)}
+            for i, v in enumerate(batch.vectors)
+        ],
+        "model": batch.model,
+        "usage": {"prompt_tokens": total, "total_tokens": total},
+    }
 
 
 class MeshInfo(BaseModel):

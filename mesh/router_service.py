@@ -26,6 +26,7 @@ from mesh.settings import MeshSettings
 from registry.router_artifacts import RouterArtifactStore
 from router.artifact import EncoderLoader
 from router.batcher import RouteBatcher
+from router.embeddings import ROUTED_ALIAS, EmbeddingBatch, embed
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import FinetuneSettings
 from router.impact import ImpactReport
@@ -109,6 +110,10 @@ class RouterService:
         a fine-tuned one is adapted to the installed specialists, not to the whole store."""
         encoder = self.live.frozen_encoder()
         return await asyncio.to_thread(semantic_scores, encoder, query, texts_by_name)
+
+    async def embed(self, texts: list[str], model: str = ROUTED_ALIAS) -> EmbeddingBatch:
+        """`/v1/embeddings` with the frozen encoder: stable vectors, whatever the router refits."""
+        return await asyncio.to_thread(embed, self.live.frozen_encoder(), texts, model)
 
     async def impact(self, request: ImpactRequest) -> ImpactReport:
         """The quality gate's replay (`mesh.publish_gate`) with the router serving now (its

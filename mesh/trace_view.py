@@ -17,15 +17,33 @@ def _line(event: dict[str, Any]) -> str:
         parts.append(f"{event['tokens']} tok")
     text = "  ".join(parts)
     if event.get("content"):
-        text += f"  {_short(event['content'])!r}"
+        text += f"  {short(event['content'])!r}"
     if event.get("reply"):
-        text += f" => {_short(event['reply'])!r}"
+        text += f" => {short(event['reply'])!r}"
     if event.get("note"):
         text += f"  ({event['note']})"
     return text
 
 
-def _short(text: str, limit: int = 60) -> str:
+def trace_root(mesh_info: dict[str, Any]) -> str:
+    """Where a response's trace tree starts: the gateway for a panel, the first specialist
+    that handed the query back, else the specialist that answered."""
+    decision = mesh_info["decision"]
+    if decision["mode"] == "panel":
+        return "mesh"
+    handed = decision.get("handed_back") or []
+    return str(handed[0]["name"]) if handed else str(mesh_info["specialist"])
+
+
+def handed_back_note(decision: dict[str, Any]) -> str:
+    """'; handed back by math: not arithmetic' for each hand-back (short), or ''."""
+    return "".join(
+        f"; handed back by {h['name']}: {short(h['reason'])}"
+        for h in decision.get("handed_back") or []
+    )
+
+
+def short(text: str, limit: int = 60) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 

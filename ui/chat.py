@@ -5,12 +5,14 @@ undo, clear for a new conversation). Each answer carries the route decision as a
 messages between specialists appear as a collapsible "mesh trace" message above it.
 """
 
+import html
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from mesh.client import MeshClient
-from mesh.trace_view import render_trace
+from mesh.trace_view import handed_back_note, render_trace, trace_root
 from registry.errors import MeshError
 from ui.app import public_message
 
@@ -20,13 +22,16 @@ TRACE_TITLE = "mesh trace"
 MAX_REMEMBERED = 2048
 
 
+def escape_markdown(text: str) -> str:
+    """Text from a specialist shown inside the footer's markdown: as text, never as markup."""
+    return re.sub(r"([\\`*_\[\]()#|~])", r"\\\1", html.escape(text))
+
+
 def attribution(mesh_info: dict[str, Any]) -> str:
     """The footer under each answer: who answered, how they were chosen, with what scores."""
     decision = mesh_info["decision"]
     scores = ", ".join(f"{t['name']} {t['score']:.2f}" for t in decision["targets"])
-    handed = "".join(
-        f"; handed back by {h['name']}: {h['reason']}" for h in decision.get("handed_back") or []
-    )
+    handed = escape_markdown(handed_back_note(decision))
     return (
         f"{FOOTER}*answered by **{mesh_info['specialist']}** "
         f"({decision['mode']}; scores: {scores or 'n/a'}{handed})*"
@@ -65,11 +70,12 @@ class ChatSession:
                 completion_id = chunk.get("id", completion_id)
                 extra = chunk.get("mesh") or {}
                 if "trace_event" in extra:
-                    events.append(extra["trace_event"])
+                    if extra["trace_event"] not in events:  # gateway events come in both
+                        events.append(extra["trace_event"])
                 elif "decision" in extra:
                     footer = attribution(extra)
                     events = list(extra.get("trace") or [])
-                    root = "mesh" if extra["decision"]["mode"] == "panel" else extra["specialist"]
+                    root = trace_root(extra)
                 elif chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
                     text += chunk["choices"][0]["delta"]["content"]
                 yield self._render(root, events, text)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mesh.cli.app import JsonFlag, UrlOption, app, gateway_client, load_settings
+from mesh.trace_view import handed_back_note, render_trace, trace_root
 
 
 @app.command()
@@ -47,12 +48,10 @@ def ask(
     decision = mesh_info["decision"]
     score = decision["targets"][0]["score"] if decision["targets"] else 0.0
     who = f"{mesh_info['specialist']}@{mesh_info['version']}"
-    typer.echo(f"\n-- {who} ({decision['mode']}, score {score:.2f})", err=True)
+    handed = handed_back_note(decision)
+    typer.echo(f"\n-- {who} ({decision['mode']}, score {score:.2f}{handed})", err=True)
     if trace:
-        from mesh.trace_view import render_trace
-
-        root = "mesh" if decision["mode"] == "panel" else mesh_info["specialist"]
-        typer.echo(render_trace(root, mesh_info.get("trace", [])))
+        typer.echo(render_trace(trace_root(mesh_info), mesh_info.get("trace", [])))
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from typer.testing import CliRunner
@@ -99,15 +100,55 @@ def test_a_tool_hands_back_what_it_cannot_answer(
     assert "cannot evaluate" not in text
 
 
-def test_a_pinned_tool_answers_with_its_decline(client: openai.OpenAI) -> None:
-    """Pinned, nobody else may answer: the tool's own reply, as before."""
+@pytest.mark.parametrize(("model", "text"), [("math", MAGIC), ("mesh", f"@math {MAGIC}")])
+def test_a_pinned_tool_answers_with_its_decline(
+    client: openai.OpenAI, model: str, text: str
+) -> None:
+    """Pinned by `model` or by an @mention, nobody else may answer: the tool's own reply."""
     completion = client.chat.completions.create(
-        model="math", messages=[{"role": "user", "content": MAGIC}], **SHORT
+        model=model, messages=[{"role": "user", "content": text}], **SHORT
     )
     assert completion.choices[0].message.content == (
         "cannot evaluate: not an arithmetic expression"
     )
-    assert _mesh_info(completion)["decision"]["handed_back"] == []
+    info = _mesh_info(completion)
+    assert info["specialist"] == "math" and info["decision"]["mode"] == "pinned"
+    assert info["decision"]["handed_back"] == []
+
+
+def test_embeddings_come_from_the_routers_encoder(client: openai.OpenAI, mesh: RunningMesh) -> None:
+    """The official client (base64 by default) and a float request get the same vectors."""
+    texts = ["How do I sort a list in Python?", "Sorting a Python list", "A recipe for bread"]
+    result = client.embeddings.create(model="mesh", input=texts)
+    vectors = np.array([row.embedding for row in result.data])
+    assert vectors.shape == (3, 384) and result.model == "all-MiniLM-L6-v2"
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert similar > unrelated + 0.3
+    assert result.usage.prompt_tokens > len(" ".join(texts).split())
+    floats = httpx.post(
+        f"{mesh.base_url}/v1/embeddings",
+        json={"model": "all-MiniLM-L6-v2", "input": texts[0], "encoding_format": "float"},
+        timeout=60,
+    ).json()
+    assert np.allclose(floats["data"][0]["embedding"], vectors[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"input": ["fine", "word " * 400]}, 400, "input[1] is"),
+        ({"input": "x", "model": "text-embedding-3-small"}, 404, "Available: mesh"),
+        ({"input": [7, 8]}, 400, "token arrays"),
+        ({"input": "x", "dimensions": 8}, 400, "dimensions"),
+    ],
+)
+def test_bad_embedding_requests_are_clear_errors(
+    mesh: RunningMesh, body: dict, status: int, message: str
+) -> None:
+    response = httpx.post(f"{mesh.base_url}/v1/embeddings", json=body, timeout=60)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
 
 
 def test_pinned_model_answers(client: openai.OpenAI) -> None:

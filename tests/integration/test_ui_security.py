@@ -134,6 +134,13 @@ class TestWithApiKeys:
         assert httpx.post(url, json=chat, headers=key, timeout=60).status_code == 200
         route = httpx.post(f"{base}/v1/route", json={"text": "hi"}, timeout=30)
         assert route.status_code == 401
+        embeddings, body = f"{base}/v1/embeddings", {"input": "hi"}
+        assert httpx.post(embeddings, json=body, timeout=30).status_code == 401
+        wrong = httpx.post(
+            embeddings, json=body, headers={"Authorization": "Bearer no"}, timeout=30
+        )
+        assert wrong.status_code == 401
+        assert httpx.post(embeddings, json=body, headers=key, timeout=60).status_code == 200
         writes = [
             ("POST", "/v1/specialists", {"name": "x"}),
             ("POST", "/v1/specialists/code/install", {}),

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from mesh.trace_view import trace_root
 from registry import parse_manifest
 from registry.errors import HandedBackError
 from router.decision import RouteDecision, RouteTarget
@@ -14,6 +15,7 @@ from specialists.engine import ChatMessage, EngineRequest, TextDelta
 from specialists.tool_engine import ToolEngine
 from specialists.tools.registry import Declined
 from tests.conftest import manifest_data
+from ui.chat import attribution
 
 LIVE = {"math", "code", "writing", "general"}
 
@@ -44,6 +46,14 @@ def test_a_candidate_below_its_own_threshold_or_not_live_is_skipped() -> None:
     after = first.after_hand_back("math", "no", LIVE - {"writing"}, fallback="general")
     assert after is not None and after.chosen == "general" and after.mode == "fallback"
     assert "fallback" in after.reason
+
+
+def test_a_conversation_thread_does_not_follow_the_decliner() -> None:
+    first = decision(("math", 0.9), ("code", 0.7)).model_copy(update={"follow_up_of": "math"})
+    first.targets[1].threshold = 0.65
+    after = first.after_hand_back("math", "no", LIVE, fallback="general")
+    assert after is not None and after.follow_up_of is None
+    assert after.threshold == 0.65  # the threshold compared is the new first target's
 
 
 def test_two_hand_backs_in_a_row_are_both_recorded() -> None:
@@ -92,11 +102,13 @@ def test_a_declining_tool_hands_back_only_when_the_caller_allows_it(may_hand_bac
     assert deltas[-1].finish_reason == "stop"
 
 
-def test_the_chat_footer_says_who_handed_the_query_back() -> None:
-    from ui.chat import attribution
-
+def test_the_footer_and_the_trace_tree_start_from_the_decliner() -> None:
     first = decision(("math", 0.9), ("general", 0.1))
-    after = first.after_hand_back("math", "not arithmetic", LIVE, fallback="general")
+    after = first.after_hand_back("math", "not *arithmetic* <b>", LIVE, fallback="general")
     assert after is not None
-    footer = attribution({"specialist": "general", "decision": after.model_dump(mode="json")})
-    assert "answered by **general**" in footer and "handed back by math: not arithmetic" in footer
+    info = {"specialist": "general", "decision": after.model_dump(mode="json")}
+    footer = attribution(info)
+    assert "answered by **general**" in footer
+    assert "handed back by math: not \\*arithmetic\\* &lt;b&gt;" in footer  # text, not markup
+    assert trace_root(info) == "math"
+    assert trace_root({"specialist": "code", "decision": first.model_dump(mode="json")}) == "code"
