@@ -230,6 +230,7 @@ async def stream_once(client: httpx.AsyncClient, model: str, i: int, max_tokens:
         "max_tokens": _max_tokens(i, max_tokens),
         "temperature": 0,
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
     begin = time.perf_counter()
     first, tokens = None, 0

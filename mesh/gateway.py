@@ -78,8 +78,10 @@ async def _sse(
     id: str,
     model: str,
     on_finish: Callable[[bool], None],
+    include_usage: bool = False,
 ) -> AsyncIterator[str]:
-    """OpenAI's SSE framing; the first chunk also carries the `mesh` object."""
+    """OpenAI's SSE framing; the first chunk also carries the `mesh` object, and with
+    `include_usage` a last chunk with no choices carries the usage."""
     failed = True
     yield _event(
         chunk_body(id=id, model=model, delta={"role": "assistant", "content": ""}, mesh=info)
@@ -94,16 +96,18 @@ async def _sse(
             if delta.text:
                 yield _event(chunk_body(id=id, model=model, delta={"content": delta.text}))
             if delta.finish_reason:
-                usage = Usage(
-                    prompt_tokens=delta.prompt_tokens,
-                    completion_tokens=delta.completion_tokens,
-                    total_tokens=delta.prompt_tokens + delta.completion_tokens,
-                )
                 yield _event(
-                    chunk_body(
-                        id=id, model=model, delta={}, finish_reason=delta.finish_reason, usage=usage
-                    )
+                    chunk_body(id=id, model=model, delta={}, finish_reason=delta.finish_reason)
                 )
+                if include_usage:
+                    usage = Usage(
+                        prompt_tokens=delta.prompt_tokens,
+                        completion_tokens=delta.completion_tokens,
+                        total_tokens=delta.prompt_tokens + delta.completion_tokens,
+                    )
+                    body = chunk_body(id=id, model=model, delta={}, usage=usage)
+                    body["choices"] = []
+                    yield _event(body)
                 break
             delta = await anext(deltas, None)
         failed = False
@@ -289,7 +293,9 @@ class Gateway:
             may_hand_back=not members and self._may_hand_back(body, decision),
         )
         if body.stream:
-            return await self._stream(handle, call, info, response_id, finish)
+            return await self._stream(
+                handle, call, info, response_id, finish, include_usage=body.include_usage
+            )
         try:
             result: GenerationResult = await handle.chat.remote(call)
         except Exception as error:
@@ -463,6 +469,8 @@ class Gateway:
         info: MeshInfo,
         response_id: str,
         finish: Callable[[bool | None], None],
+        *,
+        include_usage: bool = False,
     ) -> StreamingResponse | JSONResponse:
         deltas = cast(
             DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
@@ -479,7 +487,7 @@ class Gateway:
             finish(True)
             return error_response(error)
         return StreamingResponse(
-            _sse(deltas, first, info, response_id, info.specialist, finish),
+            _sse(deltas, first, info, response_id, info.specialist, finish, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

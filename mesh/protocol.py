@@ -104,12 +104,21 @@ class ApiBody(BaseModel):
         return data
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's `stream_options`: `include_usage` adds a last chunk with the usage and no
+    choices (the other chunks carry none, so a client summing usage over chunks counts once)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(ApiBody):
     """The subset of OpenAI's chat body the mesh honours, validated to OpenAI's ranges.
 
     OpenAI fields the mesh cannot honour (`UNSUPPORTED_FIELDS`, `n` > 1) are refused with a 400
     naming the field unless they carry their no-op value; harmless bookkeeping fields (`user`,
-    `stream_options`, `metadata`, `store`, `service_tier`) and unknown extras are accepted and
+    `metadata`, `store`, `service_tier`) and unknown extras are accepted and
     ignored.
     """
 
@@ -136,7 +145,7 @@ class ChatCompletionRequest(ApiBody):
         description="Any int64; same seed, same sample.",
     )
     user: str | None = Field(None, max_length=MAX_USER_CHARS)
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
     metadata: dict[str, Any] | None = None
     mesh: MeshOptions | None = None
     # Not honoured: declared only so a request that asks for them is refused by name.
@@ -198,6 +207,10 @@ class ChatCompletionRequest(ApiBody):
     @property
     def routed(self) -> bool:
         return self.model in ROUTED_MODELS
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

@@ -50,6 +50,27 @@ def test_streamed_answer_is_not_empty(client: openai.OpenAI) -> None:
     assert text.strip()
     assert (chunks[0].model_extra or {}).get("mesh"), "first chunk carries the route decision"
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert all(c.usage is None for c in chunks), "usage only when stream_options asks for it"
+
+
+def test_include_usage_adds_one_last_chunk_with_the_usage(client: openai.OpenAI) -> None:
+    """OpenAI's shape: every other chunk carries no usage, so a client that sums usage over
+    chunks (LangChain's stream_usage) counts it once."""
+    chunks = list(
+        client.chat.completions.create(
+            model="general",
+            messages=[{"role": "user", "content": "Write a haiku about rain."}],
+            stream=True,
+            stream_options={"include_usage": True},
+            **SHORT,
+        )
+    )
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert 0 < last.usage.completion_tokens <= SHORT["max_tokens"]
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+    assert [c for c in chunks if c.usage is not None] == [last]
 
 
 def test_coding_question_routes_to_code(client: openai.OpenAI, mesh: RunningMesh) -> None:
