@@ -4,6 +4,7 @@ Per request: validate, route (or honour a pinned `model`), call the chosen speci
 app, and answer in OpenAI's schema with a `mesh` object saying who answered and why.
 """
 
+import asyncio
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from mesh.http_guard import HttpGuard, current_policy, policy_from, set_policy
 from mesh.live import LiveFollower
 from mesh.panel import panel_members, run_panel
 from mesh.protocol import (
+    INT64_MAX,
     ApiBody,
     ChatCompletionRequest,
     EmbeddingRequest,
@@ -138,6 +140,19 @@ def _hand_back_events(decision: RouteDecision) -> list[dict[str, Any]]:
     ]
 
 
+def _choices(call: SpecialistRequest, n: int) -> list[SpecialistRequest]:
+    """`n` calls for `n` choices; with a seed, choice i samples with seed + i (reproducible,
+    and not n copies of one sample)."""
+    seed = call.params.seed
+    if n == 1 or seed is None:
+        return [call] * n
+    step = 1 if seed + n <= INT64_MAX else -1  # stay an int64
+    return [
+        call.model_copy(update={"params": call.params.model_copy(update={"seed": seed + step * i})})
+        for i in range(n)
+    ]
+
+
 def _event(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
@@ -235,6 +250,8 @@ class Gateway:
         state: ContextState,
     ) -> JSONResponse | StreamingResponse:
         """Generate the answer; `release` frees the client's fair-share slot when it ends."""
+        if body.choices > 1 and body.mesh is not None and body.mesh.panel:
+            raise InvalidRequestError("n > 1 is not supported with a panel", param="n")
         if body.mesh is not None and body.mesh.panel:
             unknown = [n for n in body.mesh.panel if n not in self.follower.view.specialists]
             if unknown:
@@ -249,6 +266,10 @@ class Gateway:
         )
         live = set(self.follower.view.specialists)
         members = panel_members(body.mesh, decision, live)
+        if body.choices > 1 and members:  # n choices come from the top specialist alone
+            members = []
+            why = f"{decision.reason}; n > 1: the top candidate answers alone"
+            decision = decision.model_copy(update={"mode": "single", "reason": why})
         data: list[str] = []
         trace: list[dict[str, Any]] = []
         if members:
@@ -297,24 +318,26 @@ class Gateway:
                 handle, call, info, response_id, finish, include_usage=body.include_usage
             )
         try:
-            result: GenerationResult = await handle.chat.remote(call)
+            results: list[GenerationResult] = await asyncio.gather(
+                *(handle.chat.remote(choice) for choice in _choices(call, body.choices))
+            )
         except Exception as error:
             mapped = as_mesh_error(error)
             finish(None if isinstance(mapped, HandedBackError) else True)
             raise mapped from None
         finish(False)
-        info.trace.extend(event.dump() for event in result.trace)
+        for result in results:
+            info.trace.extend(event.dump() for event in result.trace)
+        prompt = results[0].prompt_tokens  # one prompt, however many choices
+        completion = sum(result.completion_tokens for result in results)
         usage = Usage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
         )
         return JSONResponse(
             completion_body(
                 id=response_id,
                 model=manifest.name,
-                text=result.text,
-                finish_reason=result.finish_reason,
+                choices=[(result.text, result.finish_reason) for result in results],
                 usage=usage,
                 mesh=info,
             )

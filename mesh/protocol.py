@@ -21,6 +21,7 @@ MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
 MAX_USER_CHARS = 256
 MAX_COMPLETION_TOKENS = 1_000_000  # a sanity cap; each specialist's manifest clamps far lower
+MAX_CHOICES = 8  # `n`: each choice is one more row in the specialist's batch
 MAX_EMBEDDING_INPUTS = 256  # texts per /v1/embeddings call (OpenAI allows 2048; ours is a CPU)
 
 # OpenAI request fields the mesh does not honour, with the values that ask for nothing (so a
@@ -127,7 +128,11 @@ class ChatCompletionRequest(ApiBody):
     model: str = "mesh"
     messages: list[RequestMessage]
     stream: bool = False
-    n: int | None = Field(None, description="Only 1: one choice per completion.")
+    n: int | None = Field(
+        None,
+        description=f"Choices to generate, 1-{MAX_CHOICES} (one unless streaming); with a "
+        "seed, choice i samples with seed + i.",
+    )
     max_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -174,12 +179,22 @@ class ChatCompletionRequest(ApiBody):
 
     @field_validator("n")
     @classmethod
-    def _one_choice(cls, value: int | None) -> int | None:
-        if value is not None and value > 1:
-            raise ValueError("n > 1 is not supported")
-        if value is not None and value < 1:
-            raise ValueError("n must be 1")
+    def _choices(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_CHOICES:
+            raise ValueError(f"n must be between 1 and {MAX_CHOICES}")
         return value
+
+    @model_validator(mode="after")
+    def _one_streamed_choice(self) -> ChatCompletionRequest:
+        if self.stream and self.choices > 1:
+            raise ValueError(
+                "n > 1 is not supported with stream: true (send n: 1 or stream: false)"
+            )
+        return self
+
+    @property
+    def choices(self) -> int:
+        return self.n or 1
 
     @field_validator("stop")
     @classmethod
@@ -321,8 +336,9 @@ def completion_id() -> str:
 
 
 def completion_body(
-    *, id: str, model: str, text: str, finish_reason: str, usage: Usage, mesh: MeshInfo
+    *, id: str, model: str, choices: list[tuple[str, str]], usage: Usage, mesh: MeshInfo
 ) -> dict[str, Any]:
+    """`choices`: (text, finish_reason) per choice, in index order."""
     return {
         "id": id,
         "object": "chat.completion",
@@ -330,10 +346,11 @@ def completion_body(
         "model": model,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish_reason,
             }
+            for index, (text, finish_reason) in enumerate(choices)
         ],
         "usage": usage.model_dump(),
         "mesh": mesh.model_dump(mode="json"),

@@ -172,6 +172,34 @@ def test_bad_embedding_requests_are_clear_errors(
     assert message in response.json()["error"]["message"]
 
 
+def test_n_choices_are_seeded_one_apart_and_reproducible(client: openai.OpenAI) -> None:
+    def ask() -> openai.types.chat.ChatCompletion:
+        return client.chat.completions.create(
+            model="general",
+            messages=[{"role": "user", "content": "Name a colour and a fruit."}],
+            n=3,
+            seed=7,
+            temperature=1.0,
+            max_tokens=16,
+        )
+
+    first, again = ask(), ask()
+    texts = [choice.message.content or "" for choice in first.choices]
+    assert [choice.index for choice in first.choices] == [0, 1, 2]
+    assert all(text.strip() for text in texts) and len(set(texts)) >= 2, texts
+    assert [choice.message.content for choice in again.choices] == texts  # same seed, same n
+    assert first.usage is not None and 3 <= first.usage.completion_tokens <= 48
+
+
+def test_n_with_streaming_is_refused_by_name(mesh: RunningMesh) -> None:
+    body = {"model": "general", "messages": [{"role": "user", "content": "hi"}], "n": 2}
+    response = httpx.post(
+        f"{mesh.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=60
+    )
+    assert response.status_code == 400
+    assert "n > 1 is not supported with stream" in response.json()["error"]["message"]
+
+
 def test_pinned_model_answers(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="general",
