@@ -5,10 +5,9 @@ app, and answer in OpenAI's schema with a `mesh` object saying who answered and 
 """
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
 from fastapi import FastAPI, Header, Request
@@ -34,13 +33,12 @@ from mesh.protocol import (
     MeshInfo,
     MeshOptions,
     Usage,
-    chunk_body,
     completion_body,
     completion_id,
     embedding_body,
-    error_body,
 )
 from mesh.settings import MeshSettings
+from mesh.sse import interleaved, sse_stream
 from mesh.store_api import StoreService
 from mesh.usage import UsageRecorder
 from registry import (
@@ -73,64 +71,6 @@ class RouteRequest(ApiBody):
 # defined, so anything they call must already exist in the module by then.
 
 
-async def _sse(
-    deltas: AsyncIterator[TextDelta],
-    first: TextDelta,
-    info: MeshInfo,
-    id: str,
-    model: str,
-    on_finish: Callable[[bool], None],
-    include_usage: bool = False,
-) -> AsyncIterator[str]:
-    """OpenAI's SSE framing; the first chunk also carries the `mesh` object, and with
-    `include_usage` a last chunk with no choices carries the usage."""
-    failed = True
-    yield _event(
-        chunk_body(id=id, model=model, delta={"role": "assistant", "content": ""}, mesh=info)
-    )
-    delta: TextDelta | None = first
-    try:
-        for gateway_event in info.trace:  # gateway-level events (panel drafts) come first
-            yield _trace_chunk(id, model, gateway_event)
-        while delta is not None:
-            for event in delta.trace:
-                yield _trace_chunk(id, model, event.dump())
-            if delta.text:
-                yield _event(chunk_body(id=id, model=model, delta={"content": delta.text}))
-            if delta.finish_reason:
-                yield _event(
-                    chunk_body(id=id, model=model, delta={}, finish_reason=delta.finish_reason)
-                )
-                if include_usage:
-                    usage = Usage(
-                        prompt_tokens=delta.prompt_tokens,
-                        completion_tokens=delta.completion_tokens,
-                        total_tokens=delta.prompt_tokens + delta.completion_tokens,
-                    )
-                    body = chunk_body(id=id, model=model, delta={}, usage=usage)
-                    body["choices"] = []
-                    yield _event(body)
-                break
-            delta = await anext(deltas, None)
-        failed = False
-    except Exception as raised:
-        error = as_mesh_error(raised)
-        if isinstance(error, MeshError):  # raised on purpose: its message is for the client
-            yield _event(error_body(error.message, error.error_type, error.param))
-        else:
-            logger.exception("stream failed")
-            yield _event(error_body(f"stream failed: {type(error).__name__}", "server_error"))
-    finally:
-        on_finish(failed)
-        cancel = getattr(deltas, "cancel", None)
-        if failed and cancel is not None:
-            # The client went away (or the stream broke): tell the specialist now, so its row
-            # leaves the batch at the next step. Serve's own propagation of the proxy's cancel
-            # to this child stream was seen to miss (1 run in 4).
-            cancel()
-    yield "data: [DONE]\n\n"
-
-
 def _hand_back_events(decision: RouteDecision) -> list[dict[str, Any]]:
     """Each hand-back as a trace event, from the specialist that declined to the next one."""
     names = [h.name for h in decision.handed_back] + [decision.chosen or ""]
@@ -151,18 +91,6 @@ def _choices(call: SpecialistRequest, n: int) -> list[SpecialistRequest]:
         call.model_copy(update={"params": call.params.model_copy(update={"seed": seed + step * i})})
         for i in range(n)
     ]
-
-
-def _event(body: dict[str, Any]) -> str:
-    return f"data: {json.dumps(body)}\n\n"
-
-
-def _trace_chunk(id: str, model: str, event: dict[str, Any]) -> str:
-    """A trace event as an OpenAI chunk with no choices, so any client skips it safely."""
-    body = chunk_body(id=id, model=model, delta={})
-    body["choices"] = []
-    body["mesh"] = {"trace_event": event}
-    return _event(body)
 
 
 @serve.ingress(api)
@@ -315,7 +243,12 @@ class Gateway:
         )
         if body.stream:
             return await self._stream(
-                handle, call, info, response_id, finish, include_usage=body.include_usage
+                handle,
+                _choices(call, body.choices),
+                info,
+                response_id,
+                finish,
+                include_usage=body.include_usage,
             )
         try:
             results: list[GenerationResult] = await asyncio.gather(
@@ -488,21 +421,30 @@ class Gateway:
     async def _stream(
         self,
         handle: DeploymentHandle,
-        call: SpecialistRequest,
+        calls: list[SpecialistRequest],
         info: MeshInfo,
         response_id: str,
         finish: Callable[[bool | None], None],
         *,
         include_usage: bool = False,
     ) -> StreamingResponse | JSONResponse:
-        deltas = cast(
-            DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
-        )
+        """One stream per choice; each stream's first delta is awaited before the response
+        starts, so a refusal (or a hand-back) is still a plain HTTP answer."""
+        streams = [
+            cast(DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(c))
+            for c in calls
+        ]
+
+        def cancel() -> None:
+            for stream in streams:
+                stream.cancel()
+
+        firsts: list[TextDelta] = []
         try:
-            first: TextDelta = await deltas.__anext__()
-        except StopAsyncIteration:
-            first = TextDelta(text="", finish_reason="stop")
+            for stream in streams:
+                firsts.append(await anext(stream, TextDelta(text="", finish_reason="stop")))
         except Exception as error:  # refused before any token: a normal HTTP error
+            cancel()
             mapped = as_mesh_error(error)
             if isinstance(mapped, HandedBackError):  # nothing sent yet: the next candidate
                 finish(None)
@@ -510,7 +452,16 @@ class Gateway:
             finish(True)
             return error_response(error)
         return StreamingResponse(
-            _sse(deltas, first, info, response_id, info.specialist, finish, include_usage),
+            sse_stream(
+                interleaved(streams, firsts),
+                info,
+                response_id,
+                info.specialist,
+                finish,
+                cancel,
+                choices=len(streams),
+                include_usage=include_usage,
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -130,8 +130,8 @@ class ChatCompletionRequest(ApiBody):
     stream: bool = False
     n: int | None = Field(
         None,
-        description=f"Choices to generate, 1-{MAX_CHOICES} (one unless streaming); with a "
-        "seed, choice i samples with seed + i.",
+        description=f"Choices to generate, 1-{MAX_CHOICES}; with a seed, choice i samples "
+        "with seed + i.",
     )
     max_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS)
@@ -183,14 +183,6 @@ class ChatCompletionRequest(ApiBody):
         if value is not None and not 1 <= value <= MAX_CHOICES:
             raise ValueError(f"n must be between 1 and {MAX_CHOICES}")
         return value
-
-    @model_validator(mode="after")
-    def _one_streamed_choice(self) -> ChatCompletionRequest:
-        if self.stream and self.choices > 1:
-            raise ValueError(
-                "n > 1 is not supported with stream: true (send n: 1 or stream: false)"
-            )
-        return self
 
     @property
     def choices(self) -> int:
@@ -365,13 +357,14 @@ def chunk_body(
     finish_reason: str | None = None,
     mesh: MeshInfo | None = None,
     usage: Usage | None = None,
+    index: int = 0,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": id,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}],
     }
     if mesh is not None:
         body["mesh"] = mesh.model_dump(mode="json")

@@ -191,13 +191,37 @@ def test_n_choices_are_seeded_one_apart_and_reproducible(client: openai.OpenAI) 
     assert first.usage is not None and 3 <= first.usage.completion_tokens <= 48
 
 
-def test_n_with_streaming_is_refused_by_name(mesh: RunningMesh) -> None:
-    body = {"model": "general", "messages": [{"role": "user", "content": "hi"}], "n": 2}
-    response = httpx.post(
-        f"{mesh.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=60
+def test_n_streamed_choices_interleave_with_their_own_index(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="general",
+            messages=[{"role": "user", "content": "Name a colour and a fruit."}],
+            n=2,
+            seed=7,
+            temperature=1.0,
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
     )
-    assert response.status_code == 400
-    assert "n > 1 is not supported with stream" in response.json()["error"]["message"]
+    texts, finished = ["", ""], [None, None]
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            finished[choice.index] = choice.finish_reason or finished[choice.index]
+    assert all(text.strip() for text in texts) and all(finished), (texts, finished)
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert 2 <= usage.completion_tokens <= 32
+    unstreamed = client.chat.completions.create(
+        model="general",
+        messages=[{"role": "user", "content": "Name a colour and a fruit."}],
+        n=2,
+        seed=7,
+        temperature=1.0,
+        max_tokens=16,
+    )
+    assert [c.message.content for c in unstreamed.choices] == texts  # same seeds, same samples
 
 
 def test_pinned_model_answers(client: openai.OpenAI) -> None:

@@ -79,7 +79,6 @@ def _refusal(**fields: Any) -> str:
         ({"seed": True}, "seed: Input should be a valid integer"),
         ({"n": 9}, "n: Value error, n must be between 1 and 8"),
         ({"n": 0}, "n: Value error, n must be between 1 and 8"),
-        ({"n": 2, "stream": True}, ": Value error, n > 1 is not supported with stream: true"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop: Value error, at most 4 stop sequences"),
         ({"stop": ""}, "stop: Value error, stop sequences must not be empty"),
         ({"stop": ["ok", "x" * 65]}, "stop: Value error, stop sequences are at most 64"),
