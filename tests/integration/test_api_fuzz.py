@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 FUZZ_OWNER = "fuzz"
 SEED = 20261201
-MAX_EXAMPLES = 8  # fuzzing-phase examples per operation; the coverage phase adds its own
+MAX_EXAMPLES = 6  # fuzzing-phase examples per operation; the coverage phase adds its own
 OWNER_MAX_EXAMPLES = 4  # the owner run is about what an owner may write, not validation
 CHAT_PATH = "/v1/chat/completions"
 CHAT_MAX_EXAMPLES = 12  # about half of them valid

@@ -1,0 +1,52 @@
+"""Common OpenAI clients against the real mesh, used as their users use them (LangChain's
+`ChatOpenAI`; the official `openai` client is in test_mesh.py)."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_openai import ChatOpenAI
+
+from tests.integration.conftest import RunningMesh
+
+pytestmark = pytest.mark.slow
+MAX_TOKENS = 16
+
+
+def _chat(mesh: RunningMesh, model: str, **options: object) -> ChatOpenAI:
+    settings: dict[str, object] = {"max_tokens": MAX_TOKENS, "temperature": 0, "timeout": 300}
+    return ChatOpenAI(
+        base_url=f"{mesh.base_url}/v1",
+        api_key="unused",  # type: ignore[arg-type]
+        model=model,
+        **{**settings, **options},  # type: ignore[arg-type]
+    )
+
+
+def test_langchain_invoke_is_routed_and_reports_usage(mesh: RunningMesh) -> None:
+    question = "How do I write a Python function to merge two sorted lists?"
+    message = _chat(mesh, "mesh").invoke(question)
+    assert isinstance(message.content, str) and message.content.strip()
+    assert message.response_metadata["model_name"] == "code"  # who answered, as OpenAI says
+    usage = message.usage_metadata
+    assert usage is not None and 0 < usage["output_tokens"] <= MAX_TOKENS
+
+
+def test_langchain_stream_counts_usage_once(mesh: RunningMesh) -> None:
+    """`stream_usage` sends `stream_options.include_usage` and adds usage over every chunk:
+    usage in more than one chunk would be counted twice."""
+    chunks = list(_chat(mesh, "general", stream_usage=True).stream("Write a haiku about rain."))
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total += chunk
+    assert isinstance(total, AIMessageChunk)
+    assert isinstance(total.content, str) and total.content.strip()
+    usage = total.usage_metadata
+    assert usage is not None and 0 < usage["output_tokens"] <= MAX_TOKENS
+
+
+def test_langchain_n_generations(mesh: RunningMesh) -> None:
+    llm = _chat(mesh, "general", n=2, seed=7, temperature=1.0)
+    result = llm.generate([[HumanMessage(content="Name a colour and a fruit.")]])
+    texts = [generation.text for generation in result.generations[0]]
+    assert len(texts) == 2 and all(text.strip() for text in texts)
