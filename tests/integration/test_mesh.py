@@ -172,18 +172,17 @@ def test_bad_embedding_requests_are_clear_errors(
     assert message in response.json()["error"]["message"]
 
 
-def test_n_choices_are_seeded_one_apart_and_reproducible(client: openai.OpenAI) -> None:
-    def ask() -> openai.types.chat.ChatCompletion:
-        return client.chat.completions.create(
-            model="general",
-            messages=[{"role": "user", "content": "Name a colour and a fruit."}],
-            n=3,
-            seed=7,
-            temperature=1.0,
-            max_tokens=16,
-        )
+SAMPLED: dict = {
+    "model": "general",
+    "messages": [{"role": "user", "content": "Name a colour and a fruit."}],
+    "seed": 7,
+    "temperature": 1.0,
+    "max_tokens": 16,
+}
 
-    first, again = ask(), ask()
+
+def test_n_choices_are_seeded_one_apart_and_reproducible(client: openai.OpenAI) -> None:
+    first, again = (client.chat.completions.create(n=3, **SAMPLED) for _ in range(2))
     texts = [choice.message.content or "" for choice in first.choices]
     assert [choice.index for choice in first.choices] == [0, 1, 2]
     assert all(text.strip() for text in texts) and len(set(texts)) >= 2, texts
@@ -192,18 +191,8 @@ def test_n_choices_are_seeded_one_apart_and_reproducible(client: openai.OpenAI) 
 
 
 def test_n_streamed_choices_interleave_with_their_own_index(client: openai.OpenAI) -> None:
-    chunks = list(
-        client.chat.completions.create(
-            model="general",
-            messages=[{"role": "user", "content": "Name a colour and a fruit."}],
-            n=2,
-            seed=7,
-            temperature=1.0,
-            max_tokens=16,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-    )
+    options = {"stream": True, "stream_options": {"include_usage": True}}
+    chunks = list(client.chat.completions.create(n=2, **SAMPLED, **options))
     texts, finished = ["", ""], [None, None]
     for chunk in chunks:
         for choice in chunk.choices:
@@ -213,14 +202,7 @@ def test_n_streamed_choices_interleave_with_their_own_index(client: openai.OpenA
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and usage is not None
     assert 2 <= usage.completion_tokens <= 32
-    unstreamed = client.chat.completions.create(
-        model="general",
-        messages=[{"role": "user", "content": "Name a colour and a fruit."}],
-        n=2,
-        seed=7,
-        temperature=1.0,
-        max_tokens=16,
-    )
+    unstreamed = client.chat.completions.create(n=2, **SAMPLED)
     assert [c.message.content for c in unstreamed.choices] == texts  # same seeds, same samples
 
 
