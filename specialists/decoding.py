@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.errors import InvalidRequestError
-from specialists.engine import FinishReason, Prompt, TextDelta, safe_length, truncate_at_stop
+from specialists.engine import FinishReason, Prompt, TextDelta, next_piece
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -303,24 +303,29 @@ def _sample(logits: Any, row: _Row) -> int:
     return int(order[torch.multinomial(top, 1, generator=row.generator)])
 
 
+def _stopped_early(row: _Row) -> FinishReason | None:
+    """Why this row must end before its next token, if it must."""
+    if row.deadline is not None and time.monotonic() >= row.deadline:
+        return "length"  # cut short by the request's deadline: the answer is truncated
+    if row.cancel.is_set():
+        return "cancelled"
+    return None
+
+
 def _advance(row: _Row, token: int, tokenizer: Any, eos_ids: set[int]) -> TextDelta:
     """Add one token to a row; return the text it makes safe to show, and finish it if done."""
-    params = row.prompt.params
-    if token not in eos_ids:
+    eos = token in eos_ids
+    if not eos:
         row.generated.append(token)
-    text = tokenizer.decode(row.generated, skip_special_tokens=True)
-    text, stopped = truncate_at_stop(text, params.stop)
-    if stopped or token in eos_ids:
-        row.finish = "stop"
-    elif len(row.generated) >= params.max_tokens:
-        row.finish = "length"
-    elif row.deadline is not None and time.monotonic() >= row.deadline:
-        row.finish = "length"  # cut short by the request's deadline: the answer is truncated
-    elif row.cancel.is_set():
-        row.finish = "cancelled"
-    if row.finish is None:
-        text = text[: safe_length(text, params.stop)]
-    piece = text[len(row.emitted) :] if text.startswith(row.emitted) else ""
+    decoded = tokenizer.decode(row.generated, skip_special_tokens=True)
+    piece, row.finish = next_piece(
+        decoded,
+        row.emitted,
+        row.prompt.params,
+        eos=eos,
+        generated=len(row.generated),
+        early=_stopped_early(row),
+    )
     row.emitted += piece
     if row.finish is None:
         return TextDelta(text=piece)
@@ -328,5 +333,5 @@ def _advance(row: _Row, token: int, tokenizer: Any, eos_ids: set[int]) -> TextDe
         text=piece,
         finish_reason=row.finish,
         prompt_tokens=len(row.prompt.ids),
-        completion_tokens=len(row.generated) + (token in eos_ids),
+        completion_tokens=len(row.generated) + int(eos),
     )

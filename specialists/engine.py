@@ -410,6 +410,32 @@ def safe_length(text: str, stops: Sequence[str]) -> int:
     return end - held
 
 
+def next_piece(
+    decoded: str,
+    emitted: str,
+    params: GenerationParams,
+    *,
+    eos: bool,
+    generated: int,
+    early: FinishReason | None,
+) -> tuple[str, FinishReason | None]:
+    """One decode step's text, for every decode loop: the part of `decoded` (the row's answer
+    so far) past `emitted` that is safe to show, and why the row ends now, if it does: a stop
+    string or end of sequence ("stop"), `max_tokens` ("length"), else `early` (the loop's own
+    cancel and deadline check)."""
+    text, stopped = truncate_at_stop(decoded, params.stop)
+    finish: FinishReason | None
+    if stopped or eos:
+        finish = "stop"
+    elif generated >= params.max_tokens:
+        finish = "length"
+    else:
+        finish = early
+    if finish is None:
+        text = text[: safe_length(text, params.stop)]
+    return (text[len(emitted) :] if text.startswith(emitted) else ""), finish
+
+
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     """Cut `text` at the first stop sequence; report whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

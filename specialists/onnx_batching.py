@@ -34,8 +34,7 @@ from specialists.engine import (
     FinishReason,
     GenerationParams,
     TextDelta,
-    safe_length,
-    truncate_at_stop,
+    next_piece,
 )
 
 Emit = Callable[[TextDelta | BaseException], None]
@@ -143,22 +142,19 @@ def _draw(weights: np.ndarray, rng: np.random.Generator) -> int:
 def advance(row: Row, token: int, tokenizer: Any, eos_ids: set[int]) -> None:
     """Add one token to a row and send the text it makes safe to show (finishing the row
     when it is done)."""
-    params = row.params
     eos = token in eos_ids
     if not eos:
         row.generated.append(token)
         row.seen.add(token)
-    text = tokenizer.decode(row.generated, skip_special_tokens=True)
-    text, stopped = truncate_at_stop(text, params.stop)
-    if stopped or eos:
-        row.finish = "stop"
-    elif len(row.generated) >= params.max_tokens:
-        row.finish = "length"
-    else:
-        row.finish = row.stopped_early()
-    if row.finish is None:
-        text = text[: safe_length(text, params.stop)]
-    piece = text[len(row.emitted) :] if text.startswith(row.emitted) else ""
+    decoded = tokenizer.decode(row.generated, skip_special_tokens=True)
+    piece, row.finish = next_piece(
+        decoded,
+        row.emitted,
+        row.params,
+        eos=eos,
+        generated=len(row.generated),
+        early=row.stopped_early(),
+    )
     row.emitted += piece
     if row.finish is not None:
         row.send(TextDelta(text=piece, finish_reason=row.finish, **row.counts(int(eos))))
