@@ -357,7 +357,7 @@ def source_options(redis_url: str, settings: MeshSettings | None = None) -> Sour
     settings = settings or MeshSettings()
     return SourceOptions(
         redis_url=redis_url,
-        cache_dir=str(settings.home / "artifacts"),
+        cache_dir=str(settings.artifacts_dir),
         allow_pickle=settings.allow_pickle,
         max_artifact_bytes=settings.max_artifact_bytes,
         engine_threads=settings.engine_threads,

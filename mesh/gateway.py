@@ -162,11 +162,9 @@ class Gateway:
     def _may_hand_back(self, body: ChatCompletionRequest, decision: RouteDecision) -> bool:
         """Routed (not pinned by `model` or an @mention), not a panel, and somebody else could
         answer: a specialist the query is not for (a tool) may hand it back instead."""
-        if not body.routed or decision.chosen is None or decision.mode in ("panel", "pinned"):
+        if not body.routed or decision.mode in ("panel", "pinned"):
             return False
-        live = self.follower.view.specialists
-        after = decision.after_hand_back(decision.chosen, "", live, self.settings.fallback)
-        return after is not None
+        return decision.can_hand_back(self.follower.view.specialists, self.settings.fallback)
 
     async def _answer(
         self,
@@ -178,9 +176,9 @@ class Gateway:
         state: ContextState,
     ) -> JSONResponse | StreamingResponse:
         """Generate the answer; `release` frees the client's fair-share slot when it ends."""
-        if body.choices > 1 and body.mesh is not None and body.mesh.panel:
-            raise InvalidRequestError("n > 1 is not supported with a panel", param="n")
         if body.mesh is not None and body.mesh.panel:
+            if body.choices > 1:
+                raise InvalidRequestError("n > 1 is not supported with a panel", param="n")
             unknown = [n for n in body.mesh.panel if n not in self.follower.view.specialists]
             if unknown:
                 raise NotFoundError(f"panel members not live: {', '.join(unknown)}", param="mesh")
@@ -261,11 +259,7 @@ class Gateway:
         finish(False)
         for result in results:
             info.trace.extend(event.dump() for event in result.trace)
-        prompt = results[0].prompt_tokens  # one prompt, however many choices
-        completion = sum(result.completion_tokens for result in results)
-        usage = Usage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-        )
+        usage = Usage.of_choices((r.prompt_tokens, r.completion_tokens) for r in results)
         return JSONResponse(
             completion_body(
                 id=response_id,
@@ -450,7 +444,7 @@ class Gateway:
                 finish(None)
                 raise mapped from None
             finish(True)
-            return error_response(error)
+            return error_response(mapped)
         return StreamingResponse(
             sse_stream(
                 interleaved(streams, firsts),

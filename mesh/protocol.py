@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from registry.text import check_encodable
@@ -117,10 +119,10 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(ApiBody):
     """The subset of OpenAI's chat body the mesh honours, validated to OpenAI's ranges.
 
-    OpenAI fields the mesh cannot honour (`UNSUPPORTED_FIELDS`, `n` > 1) are refused with a 400
-    naming the field unless they carry their no-op value; harmless bookkeeping fields (`user`,
-    `metadata`, `store`, `service_tier`) and unknown extras are accepted and
-    ignored.
+    OpenAI fields the mesh cannot honour (`UNSUPPORTED_FIELDS`, `n` over `MAX_CHOICES`) are
+    refused with a 400 naming the field unless they carry their no-op value; harmless
+    bookkeeping fields (`user`, `metadata`, `store`, `service_tier`) and unknown extras are
+    accepted and ignored.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -292,8 +294,6 @@ def embedding_body(batch: EmbeddingBatch, encoding_format: str) -> dict[str, Any
     def encoded(vector: list[float]) -> list[float] | str:
         if encoding_format == "float":
             return vector
-        import numpy as np
-
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
     total = sum(batch.tokens)
@@ -321,6 +321,17 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+    @classmethod
+    def of_choices(cls, counts: Iterable[tuple[int, int]]) -> Usage:
+        """One request's usage from (prompt, completion) tokens per choice: every choice
+        answers the same prompt, so it counts once; the completions add up."""
+        pairs = list(counts)
+        prompt = max((p for p, _ in pairs), default=0)
+        completion = sum(c for _, c in pairs)
+        return cls(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        )
 
 
 def completion_id() -> str:

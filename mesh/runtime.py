@@ -152,7 +152,7 @@ def up(
             echo,
             stop,
             settings.admin_token,
-            cache_dir=settings.data_dir / "artifacts",
+            cache_dir=settings.artifacts_dir,
         )
         if health is not None:
             ui_line = f"  UI {settings.base_url}{UI_ROUTE}" if ui else ""

@@ -110,6 +110,11 @@ class MeshSettings(BaseSettings):
         return self.home.expanduser()
 
     @property
+    def artifacts_dir(self) -> Path:
+        """Fetched artifacts and converted models: every local replica's cache folder."""
+        return self.data_dir / "artifacts"
+
+    @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"

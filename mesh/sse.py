@@ -38,7 +38,7 @@ async def sse_stream(
         role = {"role": "assistant", "content": ""}
         first = info if index == 0 else None
         yield sse_event(chunk_body(id=id, model=model, delta=role, mesh=first, index=index))
-    prompt_tokens = completion_tokens = finished = 0
+    finished: list[tuple[int, int]] = []  # (prompt, completion) tokens per finished choice
     try:
         for gateway_event in info.trace:  # gateway-level events (panel drafts) come first
             yield trace_chunk(id, model, gateway_event)
@@ -54,17 +54,11 @@ async def sse_stream(
                     yield sse_event(
                         chunk_body(id=id, model=model, delta={}, finish_reason=reason, index=index)
                     )
-                    prompt_tokens = max(prompt_tokens, delta.prompt_tokens)  # one prompt
-                    completion_tokens += delta.completion_tokens
-                    finished += 1
-                    if finished == choices:
+                    finished.append((delta.prompt_tokens, delta.completion_tokens))
+                    if len(finished) == choices:
                         break
         if include_usage and finished:
-            usage = Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            )
+            usage = Usage.of_choices(finished)
             body = chunk_body(id=id, model=model, delta={}, usage=usage)
             body["choices"] = []
             yield sse_event(body)

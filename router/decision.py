@@ -64,6 +64,13 @@ class RouteDecision(BaseModel):
     def fallback(self) -> bool:
         return self.mode == "fallback"
 
+    def can_hand_back(self, live: Collection[str], fallback: str) -> bool:
+        """Whether anyone could answer if the chosen specialist handed the query back."""
+        if self.chosen is None:
+            return False
+        tried = {h.name for h in self.handed_back} | {self.chosen}
+        return self._successor(tried, live, fallback) is not None
+
     def after_hand_back(
         self, name: str, reason: str, live: Collection[str], fallback: str
     ) -> RouteDecision | None:
@@ -72,21 +79,36 @@ class RouteDecision(BaseModel):
         nobody is left."""
         handed = [*self.handed_back, HandBack(name=name, reason=reason)]
         tried = {h.name for h in handed}
-        rest = [t for t in self.targets if t.name not in tried]
+        found = self._successor(tried, live, fallback)
+        if found is None:
+            return None
+        target, threshold = found
+        rest = [t for t in self.targets if t.name not in tried and t is not target]
         # A conversation's thread was the decliner's: the next one answers this turn on its own.
-        common = {"handed_back": handed, "follow_up_of": None}
+        update: dict[str, object] = {
+            "targets": [target, *rest],
+            "handed_back": handed,
+            "follow_up_of": None,
+        }
+        if threshold is None:
+            why = f"{name} handed the query back ({reason}); no other candidate fits: fallback"
+            update |= {"reason": why, "mode": "fallback"}
+        else:
+            why = f"{name} handed the query back ({reason}); next candidate: {target.name}"
+            update |= {"reason": why, "threshold": threshold}
+        return self.model_copy(update=update)
+
+    def _successor(
+        self, tried: set[str], live: Collection[str], fallback: str
+    ) -> tuple[RouteTarget, float | None] | None:
+        """Who answers after the specialists in `tried`, with the threshold it passed (None:
+        it is the fallback, which passes none)."""
+        rest = [t for t in self.targets if t.name not in tried]
         for target in rest:
             threshold = self.threshold if target.threshold is None else target.threshold
             if target.name in live and target.score >= threshold:
-                ranked = [target, *(t for t in rest if t is not target)]
-                why = f"{name} handed the query back ({reason}); next candidate: {target.name}"
-                update = {"targets": ranked, "reason": why, "threshold": threshold}
-                return self.model_copy(update={**update, **common})
+                return target, threshold
         if fallback in live and fallback not in tried:
-            chosen = next((t for t in rest if t.name == fallback), None)
-            chosen = chosen or RouteTarget(name=fallback, score=0.0)
-            ranked = [chosen, *(t for t in rest if t is not chosen)]
-            why = f"{name} handed the query back ({reason}); no other candidate fits: fallback"
-            update = {"targets": ranked, "reason": why, "mode": "fallback"}
-            return self.model_copy(update={**update, **common})
+            known = next((t for t in rest if t.name == fallback), None)
+            return known or RouteTarget(name=fallback, score=0.0), None
         return None

@@ -258,10 +258,16 @@ def building(folder: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def onnx_folder(cache_dir: str | Path) -> Path:
+    """Where converted models live under an operator's cache folder (`SourceOptions.cache_dir`,
+    `$MESH_HOME/artifacts` for `mesh up`)."""
+    return Path(cache_dir).expanduser() / "onnx"
+
+
 def conversions_running(cache_dir: Path) -> list[str]:
-    """The cache entries being converted now in `cache_dir` (`<cache_dir>/onnx` of a replica's
-    `SourceOptions`): what `mesh up` shows on its console while it waits."""
-    folder = cache_dir / "onnx"
+    """The cache entries being converted now under `cache_dir` (a replica's
+    `SourceOptions.cache_dir`): what `mesh up` shows on its console while it waits."""
+    folder = onnx_folder(cache_dir)
     if not folder.is_dir():
         return []
     names = (p.name[len(BUILDING_PREFIX) :] for p in folder.glob(BUILDING_PREFIX + "*"))

@@ -39,7 +39,7 @@ from specialists.engine import (
     TextDelta,
 )
 from specialists.onnx_batching import Decoder, Graph, Row, Worker
-from specialists.onnx_build import DECODER, LORA_DECODER, OnnxModel, ensure_model
+from specialists.onnx_build import DECODER, LORA_DECODER, OnnxModel, ensure_model, onnx_folder
 from specialists.sources import SourceOptions
 
 MAX_DEFAULT_THREADS = 8
@@ -56,7 +56,7 @@ def default_threads() -> int:
 def default_cache_dir(sources: SourceOptions) -> Path:
     """`<cache_dir>/onnx` of the operator's loading settings, else a temp folder."""
     if sources.cache_dir:
-        return Path(sources.cache_dir).expanduser() / "onnx"
+        return onnx_folder(sources.cache_dir)
     return Path(tempfile.gettempdir()) / "mesh-onnx"
 
 

@@ -45,18 +45,22 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (`seed_onnx_cache`), as a warm MESH_HOME would; tests/integration/test_onnx_engine.py
     converts from scratch."""
     from specialists.catalog import load_catalog
-    from specialists.onnx_build import ensure_model
+    from specialists.onnx_build import ensure_model, onnx_folder
 
     root = tmp_path_factory.mktemp("onnx-session-cache")
     base = next(m for m in load_catalog() if m.model.engine == "onnx" and not m.model.adapter)
-    ensure_model(base, root / "onnx")
+    ensure_model(base, onnx_folder(root))
     return root
 
 
 def seed_onnx_cache(cache: Path, cache_dir: Path) -> Path:
     """Copy the session's converted models into `cache_dir` (hard links: nothing is rewritten;
     every load checks each file's sha256 against the build record anyway)."""
-    shutil.copytree(cache / "onnx", cache_dir / "onnx", copy_function=os.link, dirs_exist_ok=True)
+    from specialists.onnx_build import onnx_folder
+
+    shutil.copytree(
+        onnx_folder(cache), onnx_folder(cache_dir), copy_function=os.link, dirs_exist_ok=True
+    )
     return cache_dir
 
 
