@@ -38,6 +38,14 @@ def attribution(mesh_info: dict[str, Any]) -> str:
     )
 
 
+def with_footer(text: str, footer: str) -> str:
+    """The answer, then its footer. A code fence the answer left open (cut by `max_tokens`) is
+    closed first: otherwise the footer would render inside the code block, as raw text."""
+    if text.count("```") % 2:
+        text += "\n```"
+    return text + footer
+
+
 def history_messages(history: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Gradio's history as OpenAI messages: trace messages and footers are display only."""
     messages = []
@@ -82,8 +90,9 @@ class ChatSession:
         except Exception as error:  # the page shows a clean line, the log keeps the rest
             yield f"**The mesh could not answer:** {public_message(error)}"
             return
-        final = self._render(root, events, text + footer)
-        self._remember(text + footer, completion_id)
+        answer = with_footer(text, footer)
+        final = self._render(root, events, answer)
+        self._remember(answer, completion_id)
         yield final
 
     def feedback(self, data: Any) -> str:

@@ -112,3 +112,12 @@ def test_the_footer_and_the_trace_tree_start_from_the_decliner() -> None:
     assert "handed back by math: not \\*arithmetic\\* &lt;b&gt;" in footer  # text, not markup
     assert trace_root(info) == "math"
     assert trace_root({"specialist": "code", "decision": first.model_dump(mode="json")}) == "code"
+
+
+def test_an_answer_cut_inside_a_code_fence_still_shows_its_footer_as_markdown() -> None:
+    from ui.chat import with_footer
+
+    assert (
+        with_footer("```python\nprint(1)", "\n\n---\n*x*") == "```python\nprint(1)\n```\n\n---\n*x*"
+    )
+    assert with_footer("```a```", "|f") == "```a```|f"
