@@ -11,6 +11,8 @@ is measured, only its size. Each figure is the median of `--repeats` rounds; siz
 within a round so that load from other processes hits them alike.
 
     OMP_NUM_THREADS=1 python benchmarks/router.py [--repeats 3] [--threads 1]
+
+With `--quality HWU64_DIR` it reports routing quality instead (`benchmarks/router_quality.py`).
 """
 
 from __future__ import annotations
@@ -133,11 +135,26 @@ def main() -> None:
     parser.add_argument(
         "--inflight", type=int, default=2, help="Batches encoding at once (RouteBatcher)."
     )
+    parser.add_argument(
+        "--quality",
+        type=Path,
+        metavar="HWU64_DIR",
+        help="Instead of speed: routing quality on HWU64 (benchmarks/router_quality.py).",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+
+    if args.quality is not None:
+        torch.set_num_threads(args.threads)
+        sys.path.insert(0, str(Path(here).parent))
+        from benchmarks.router_quality import run
+
+        print(json.dumps(run(args.quality.resolve(), args.seeds)))
+        return
 
     from router import Router, SentenceTransformerEncoder
 

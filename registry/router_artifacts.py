@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from registry import keys
 from registry.errors import MeshError
@@ -56,8 +56,43 @@ class LinearHeadData(BaseModel):
     model_config = ConfigDict(extra="forbid")
     names: list[str] = Field(description="Specialists of the head's columns, in order.")
     dim: int = Field(ge=1)
-    weights: str = Field(description="base64 float32 (dim, len(names)), row-major.")
-    bias: str = Field(description="base64 float32 (len(names),).")
+    weights: str = Field(description="base64 float32 (dim, columns), row-major.")
+    bias: str = Field(description="base64 float32 (columns,).")
+    rejects: bool = Field(
+        False, description='One more column after the names: the "none of them" class.'
+    )
+
+
+class OperatingPoint(BaseModel):
+    """What the fitted thresholds aim for on the labelled queries (at most one target).
+
+    No target: one query routed right weighs as much as one out-of-scope query rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    oos_recall: float | None = Field(
+        None, gt=0, le=1, description="Reject at least this share of out-of-scope queries."
+    )
+    precision: float | None = Field(
+        None, gt=0, le=1, description="Of the queries not falling back, this share routed right."
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> OperatingPoint:
+        if self.oos_recall is not None and self.precision is not None:
+            raise ValueError("choose one target: oos_recall or precision")
+        return self
+
+
+class TradeOffPoint(BaseModel):
+    """One setting of the thresholds and what it did on the labelled queries (out of fold)."""
+
+    model_config = ConfigDict(extra="forbid")
+    oos_weight: float = Field(description="Weight of a rejected out-of-scope query in the fit.")
+    threshold: float = Field(description="The global threshold at this weight.")
+    accuracy: float = Field(description="In-scope queries routed right (a fallback is wrong).")
+    oos_recall: float | None = Field(description="Out-of-scope queries that fell back.")
+    precision: float = Field(description="Routed queries (not falling back) routed right.")
 
 
 class RouterArtifactRecord(BaseModel):
@@ -76,6 +111,10 @@ class RouterArtifactRecord(BaseModel):
     fitted: bool = Field(False, description="Thresholds came from labelled queries.")
     labelled: list[LabelledQuery] = Field(
         default_factory=list, description="The labelled queries thresholds were fitted on."
+    )
+    operating_point: OperatingPoint = Field(default_factory=OperatingPoint)
+    trade_off: list[TradeOffPoint] = Field(
+        default_factory=list, description="The curve the thresholds were chosen on (fitted only)."
     )
     head: LinearHeadData | None = None
     encoder: EncoderFiles | None = Field(None, description="None: the frozen base encoder.")

@@ -27,6 +27,7 @@ from registry.router_artifacts import (
     EncoderFiles,
     LabelledQuery,
     LinearHeadData,
+    OperatingPoint,
     RouterArtifactError,
     RouterArtifactRecord,
 )
@@ -34,7 +35,7 @@ from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import MODEL_DIR, FinetuneSettings, examples_digest, finetune_encoder
 from router.index import RouterIndex
 from router.linear import LinearHead
-from router.router import Method, Router
+from router.router import FitReport, Method, Router
 
 ROUTER_DIR = "router"
 RECORD_FILE = "router.json"
@@ -96,6 +97,7 @@ def encode_head(names: list[str], head: LinearHead) -> LinearHeadData:
         dim=int(weights.shape[0]),
         weights=base64.b64encode(weights.tobytes()).decode(),
         bias=base64.b64encode(np.ascontiguousarray(head.bias, dtype="<f4").tobytes()).decode(),
+        rejects=head.rejects,
     )
 
 
@@ -103,12 +105,13 @@ def decode_head(data: LinearHeadData) -> LinearHead:
     try:
         weights = np.frombuffer(base64.b64decode(data.weights, validate=True), dtype="<f4")
         bias = np.frombuffer(base64.b64decode(data.bias, validate=True), dtype="<f4")
-        weights = weights.reshape(data.dim, len(data.names))
+        columns = len(data.names) + int(data.rejects)
+        weights = weights.reshape(data.dim, columns)
     except ValueError as error:
         raise RouterArtifactError(f"router artifact head is damaged: {error}") from None
-    if bias.shape != (len(data.names),):
+    if bias.shape != (columns,):
         raise RouterArtifactError("router artifact head is damaged: bias of the wrong length")
-    return LinearHead(weights.astype(np.float32), bias.astype(np.float32))
+    return LinearHead(weights.astype(np.float32), bias.astype(np.float32), rejects=data.rejects)
 
 
 def labelled_for(
@@ -132,6 +135,7 @@ def fit_artifact(
     fallback: str | None = None,
     threshold: float | None = None,
     labelled: list[LabelledQuery] | None = None,
+    target: OperatingPoint | None = None,
     finetune: FinetuneSettings | None = None,
     index: RouterIndex | None = None,
     parent: str | None = None,
@@ -143,7 +147,8 @@ def fit_artifact(
     `encoder` (described by `encoder_files`, None = frozen base) is used unless `finetune` is
     given: then a new encoder is trained on `examples` into this version's folder first.
     `index`: `examples` already indexed with `encoder` (skips encoding them again).
-    Without `labelled` queries the thresholds are the method's defaults (or `threshold`).
+    Without `labelled` queries the thresholds are the method's defaults (or `threshold`);
+    with them, `target` is the operating point they aim for (default: balanced).
     """
     version = new_version()
     folder = artifact_dir(home, version)
@@ -170,8 +175,7 @@ def fit_artifact(
         k=k,
     )
     labelled = list(labelled or [])
-    if labelled:
-        router.fit(*labelled_for(labelled, router.index.ids))
+    report = router.fit(*labelled_for(labelled, router.index.ids), target) if labelled else None
     record = describe(
         router,
         version=version,
@@ -180,6 +184,7 @@ def fit_artifact(
         labelled=labelled,
         encoder_files=encoder_files,
         parent=parent,
+        report=report,
     )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n")
@@ -195,6 +200,7 @@ def describe(
     labelled: list[LabelledQuery],
     encoder_files: EncoderFiles | None,
     parent: str | None = None,
+    report: FitReport | None = None,
 ) -> RouterArtifactRecord:
     """The record of a fitted router (the linear head is trained now if it was not yet)."""
     head = router.linear_head
@@ -209,6 +215,8 @@ def describe(
         thresholds={name: float(cut) for name, cut in router.thresholds.items()},
         fitted=bool(labelled),
         labelled=labelled,
+        operating_point=report.operating_point if report else OperatingPoint(),
+        trade_off=report.trade_off if report else [],
         head=encode_head(router.index.names, head) if head is not None else None,
         encoder=encoder_files,
         parent=parent,

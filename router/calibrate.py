@@ -5,11 +5,17 @@ otherwise it falls back. A threshold is the cut that maximises, among the labell
 top candidate is that specialist, (queries routed right and kept) + oos_weight x (out-of-scope
 queries rejected). Few queries land on any one specialist, so each cut is shrunk toward the
 global cut (fitted the same way on all queries) with the weight of `prior` pseudo-queries.
+
+The operator chooses the trade-off (`OperatingPoint`): the cuts are fitted at a range of
+out-of-scope weights (`trade_off`, the curve `mesh router eval` prints), and `choose` takes the
+one that reaches the target out-of-scope recall or precision with the best in-scope accuracy.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from registry.router_artifacts import OperatingPoint, TradeOffPoint
 
 DEFAULT_PRIOR = 30.0
 
@@ -60,3 +66,74 @@ def fit_thresholds(
         n = float(mine.sum())
         per[specialist] = (n * cut + prior * global_cut) / (n + prior)
     return global_cut, per
+
+
+OOS_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+def outcome(
+    scores: np.ndarray, labels: list[int | None], cuts: np.ndarray
+) -> tuple[float, float | None, float]:
+    """(in-scope accuracy, out-of-scope recall, precision) of per-specialist `cuts`."""
+    predicted = scores.argmax(axis=1)
+    kept = scores.max(axis=1) >= cuts[predicted]
+    truth = np.array([-1 if label is None else label for label in labels])
+    inside = truth >= 0
+    right = kept & (predicted == truth)
+    accuracy = float(right[inside].mean()) if inside.any() else 0.0
+    recall = float((~kept[~inside]).mean()) if (~inside).any() else None
+    precision = float(right.sum() / kept.sum()) if kept.any() else 1.0
+    return accuracy, recall, precision
+
+
+def trade_off(
+    scores: np.ndarray, labels: list[int | None], *, prior: float = DEFAULT_PRIOR
+) -> list[tuple[TradeOffPoint, np.ndarray]]:
+    """The thresholds fitted at each of `OOS_WEIGHTS`, and how each did on these queries."""
+    curve = []
+    for weight in OOS_WEIGHTS:
+        global_cut, per = fit_thresholds(scores, labels, prior=prior, oos_weight=weight)
+        accuracy, recall, precision = outcome(scores, labels, per)
+        point = TradeOffPoint(
+            oos_weight=weight,
+            threshold=round(global_cut, 4),
+            accuracy=round(accuracy, 4),
+            oos_recall=None if recall is None else round(recall, 4),
+            precision=round(precision, 4),
+        )
+        curve.append((point, per))
+    return curve
+
+
+def choose(curve: list[TradeOffPoint], target: OperatingPoint) -> int:
+    """Index of the point that meets the target with the best accuracy (else comes closest)."""
+    if target.oos_recall is None and target.precision is None:
+        return OOS_WEIGHTS.index(1.0)
+
+    def reached(point: TradeOffPoint) -> float:
+        if target.precision is not None:
+            return point.precision
+        return point.oos_recall if point.oos_recall is not None else 1.0
+
+    goal = target.precision if target.precision is not None else target.oos_recall
+    assert goal is not None
+    meeting = [i for i, point in enumerate(curve) if reached(point) >= goal - 1e-9]
+    if not meeting:
+        return max(range(len(curve)), key=lambda i: (reached(curve[i]), curve[i].accuracy))
+    return max(meeting, key=lambda i: (curve[i].accuracy, -curve[i].oos_weight))
+
+
+def trade_off_table(curve: list[TradeOffPoint], chosen: TradeOffPoint | None = None) -> str:
+    """The curve as a markdown table (terminal and UI alike); `chosen` is marked."""
+    lines = [
+        "| oos weight | threshold | in-scope accuracy | out-of-scope recall | precision | |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for point in curve:
+        recall = "n/a" if point.oos_recall is None else f"{point.oos_recall:.3f}"
+        mark = "<- in use" if chosen is not None and point == chosen else ""
+        lines.append(
+            f"| {point.oos_weight:g} | {point.threshold:.3f} | {point.accuracy:.3f} | {recall} "
+            f"| {point.precision:.3f} | {mark} |"
+        )
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from registry.errors import InvalidRequestError
 from router import metrics
 from router.decision import RouteDecision
-from router.router import Router
+from router.router import FitReport, Router
 
 BATCH = 64
 FOLLOW_UPS = [
@@ -65,6 +65,9 @@ class EvalReport(BaseModel):
     )
     follow_ups: FollowUpReport | None = Field(
         None, description="Two-turn conversations built from the test set (opt-in)."
+    )
+    calibration: FitReport | None = Field(
+        None, description="The threshold fit on the validation set: trade-off curve, choice."
     )
 
 

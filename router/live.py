@@ -251,6 +251,7 @@ class LiveRouter:
                 fallback=self.options.fallback,
                 threshold=self.options.threshold,
                 labelled=base.labelled if base else None,
+                target=base.operating_point if base else None,
                 finetune=finetune,
                 parent=base.version if base else None,
                 load=self.load,

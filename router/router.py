@@ -15,8 +15,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from registry.router_artifacts import OperatingPoint, TradeOffPoint
 from router.cache import EmbeddingCache
-from router.calibrate import fit_thresholds
+from router.calibrate import choose, trade_off
 from router.decision import NearestExample, RouteDecision
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.index import RouterIndex
@@ -63,6 +64,11 @@ class FitReport(BaseModel):
     n_out_of_scope: int
     global_threshold: float
     thresholds: dict[str, float] = Field(description="Per-specialist thresholds now in use.")
+    operating_point: OperatingPoint = Field(default_factory=OperatingPoint)
+    trade_off: list[TradeOffPoint] = Field(
+        default_factory=list, description="Thresholds at each out-of-scope weight, out of fold."
+    )
+    chosen: TradeOffPoint | None = Field(None, description="The point now in use.")
 
 
 class Router:
@@ -105,7 +111,7 @@ class Router:
         self.switch_margin = defaults.switch_margin if switch_margin is None else switch_margin
         self.short_turn = short_turn
         self.explain = explain
-        self._extra: tuple[np.ndarray, list[str]] | None = None
+        self._extra: tuple[np.ndarray, list[str | None]] | None = None
         self._head: tuple[list[str], LinearHead] | None = None
         self.index = index
 
@@ -220,7 +226,7 @@ class Router:
     def use_head(self, names: list[str], head: LinearHead) -> None:
         """Serve a head trained earlier while the index has exactly these specialists."""
         dims_differ = self.index.dim and head.weights.shape[0] != self.index.dim
-        if head.weights.shape[1] != len(names) or dims_differ:
+        if head.n_specialists != len(names) or dims_differ:
             raise ValueError(
                 f"head of shape {head.weights.shape} does not fit {len(names)} specialists "
                 f"of dimension {self.index.dim}"
@@ -318,11 +324,18 @@ class Router:
             explain=explain if query is not None and self.explain > 0 else None,
         )
 
-    def fit(self, texts: list[str], labels: list[str | None]) -> FitReport:
-        """Calibrate per-specialist thresholds on labelled queries (None = out of scope).
+    def fit(
+        self,
+        texts: list[str],
+        labels: list[str | None],
+        target: OperatingPoint | None = None,
+    ) -> FitReport:
+        """Calibrate per-specialist thresholds on labelled queries (None = out of scope), at
+        the operating point `target` (default: balanced) chosen on the trade-off curve.
 
-        For `linear`, the head also learns from the in-scope queries; the thresholds are
-        then set on out-of-fold scores, so they are not fitted to the head's own training data.
+        For `linear`, the head also learns from them (the out-of-scope ones as its "none of
+        them" class); the thresholds are then set on out-of-fold scores, so they are not fitted
+        to the head's own training data.
         """
         if len(texts) != len(labels):
             raise ValueError("texts and labels differ in length")
@@ -338,44 +351,49 @@ class Router:
             scores = self._fit_linear(vectors, ids)
         else:
             scores = self.scorer().scores(vectors)
-        global_cut, per = fit_thresholds(scores, ids)
-        self.threshold = global_cut
+        target = target or OperatingPoint()
+        curve = trade_off(scores, ids)
+        chosen, per = curve[choose([point for point, _ in curve], target)]
+        self.threshold = chosen.threshold
         self.thresholds = {name: round(float(cut), 4) for name, cut in zip(names, per, strict=True)}
         return FitReport(
             method=self.method,
             n_in_scope=sum(i is not None for i in ids),
             n_out_of_scope=sum(i is None for i in ids),
-            global_threshold=round(global_cut, 4),
+            global_threshold=chosen.threshold,
             thresholds=dict(self.thresholds),
+            operating_point=target,
+            trade_off=[point for point, _ in curve],
+            chosen=chosen,
         )
 
     def _fit_linear(self, vectors: np.ndarray, ids: list[int | None]) -> np.ndarray:
-        """Out-of-fold scores for the in-scope rows; the final head scores the rest."""
+        """Out-of-fold scores for every labelled row: the head learns from the in-scope rows
+        and, as its "none of them" class, from the out-of-scope ones."""
         names = self.index.names
-        inside = np.array([i is not None for i in ids], dtype=bool)
-        labels = np.array([-1 if i is None else i for i in ids])
+        labels = np.array([-1 if i is None else i for i in ids], dtype=int)
         scores = np.zeros((len(vectors), len(names)), dtype=np.float32)
         folds = np.arange(len(vectors)) % FOLDS
         for fold in range(FOLDS):
-            train = inside & (folds != fold)
-            held = inside & (folds == fold)
+            held = folds == fold
             if held.any():
-                head = build_scorer("linear", self.index, self.k, (vectors[train], labels[train]))
-                scores[held] = head.scores(vectors[held])
-        self._extra = (vectors[inside], [names[i] for i in labels[inside]])
+                extra = (vectors[~held], labels[~held])
+                scores[held] = build_scorer("linear", self.index, self.k, extra).scores(
+                    vectors[held]
+                )
+        self._extra = (vectors, [None if i < 0 else names[i] for i in labels])
         self._head = None
         self._view = None
-        if (~inside).any():
-            scores[~inside] = self.scorer().scores(vectors[~inside])
         return scores
 
     def _extra_ids(self, index: RouterIndex) -> tuple[np.ndarray, np.ndarray] | None:
-        """Labelled vectors from `fit` that still name indexed specialists, as ids."""
+        """Labelled vectors from `fit` as ids into `index.names` (-1: out of scope); rows of
+        specialists no longer indexed are dropped."""
         if self._extra is None:
             return None
         vectors, labels = self._extra
-        keep = [i for i, name in enumerate(labels) if name in index.ids]
-        ids = np.array([index.ids[labels[i]] for i in keep], dtype=int)
+        keep = [i for i, name in enumerate(labels) if name is None or name in index.ids]
+        ids = np.array([-1 if (name := labels[i]) is None else index.ids[name] for i in keep])
         return vectors[keep], ids
 
 

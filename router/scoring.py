@@ -6,7 +6,8 @@ All are matrix products over the whole index, never a loop per specialist:
   averaged into mush, and one stray example cannot win alone).
 - `knn-max`: the single nearest example.
 - `linear`: a softmax logistic-regression head trained on the example embeddings (and on any
-  labelled data given to `Router.fit`); scores are probabilities.
+  labelled data given to `Router.fit`, out-of-scope queries as a "none of them" class); scores
+  are probabilities.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class LinearScorer:
     def from_head(cls, head: LinearHead) -> LinearScorer:
         """A scorer around a head trained earlier (loaded from a router artifact)."""
         scorer = cls.__new__(cls)
-        scorer.n, scorer.head = int(head.bias.shape[0]), head
+        scorer.n, scorer.head = head.n_specialists, head
         return scorer
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
@@ -95,7 +96,8 @@ def build_scorer(
     k: int,
     extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Scorer:
-    """`extra`: labelled vectors (rows, specialist ids into `index.names`) for the linear head."""
+    """`extra`: labelled vectors (rows, specialist ids into `index.names`, -1 for out of scope)
+    for the linear head."""
     if method == "linear":
         return LinearScorer(index, extra)
     if method in EXAMPLE_METHODS:

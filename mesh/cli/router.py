@@ -19,7 +19,11 @@ from registry.errors import InvalidRequestError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from registry.router_artifacts import RouterArtifactRecord, RouterArtifactStore
+    from registry.router_artifacts import (
+        OperatingPoint,
+        RouterArtifactRecord,
+        RouterArtifactStore,
+    )
     from router import Encoder
     from router.finetune import FinetuneSettings
     from router.router import Method
@@ -44,6 +48,41 @@ EncoderOption = Annotated[
         "(default: the offline MiniLM).",
     ),
 ]
+
+OosRecallOption = Annotated[
+    float | None,
+    typer.Option(
+        "--oos-recall",
+        help="Operating point: fit thresholds that reject at least this share of the labelled "
+        "out-of-scope queries, with the best in-scope accuracy (default: balanced).",
+    ),
+]
+PrecisionOption = Annotated[
+    float | None,
+    typer.Option(
+        "--precision",
+        help="Operating point: of the labelled queries not falling back, at least this share "
+        "routed right.",
+    ),
+]
+
+
+def _target(oos_recall: float | None, precision: float | None) -> OperatingPoint | None:
+    """The operating point asked for on the command line (None: keep the default or stored)."""
+    from pydantic import ValidationError
+
+    from registry.router_artifacts import OperatingPoint
+
+    if oos_recall is None and precision is None:
+        return None
+    try:
+        return OperatingPoint(oos_recall=oos_recall, precision=precision)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise InvalidRequestError(
+            f"invalid operating point: {problem['msg']} (--oos-recall and --precision take one "
+            "number in (0, 1], and only one of them)"
+        ) from None
 
 
 def load_encoder(path: Path | None) -> Encoder:
@@ -88,10 +127,13 @@ def eval_command(
             "--follow-ups", help="Also measure follow-up stickiness on two-turn conversations."
         ),
     ] = False,
+    oos_recall: OosRecallOption = None,
+    precision: PrecisionOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Route labelled test queries and report accuracy, out-of-scope detection and latency."""
     from router import METHOD_DEFAULTS, Router
+    from router.calibrate import trade_off_table
     from router.evaluate import evaluate, read_examples, read_labelled
     from router.finetune import apply_calibration, is_artifact, read_artifact
 
@@ -99,6 +141,7 @@ def eval_command(
         raise InvalidRequestError(
             f"unknown method {method!r}: choose one of {', '.join(METHOD_DEFAULTS)}"
         )
+    target = _target(oos_recall, precision)
     known = read_examples(examples)
     texts, labels = read_labelled(test, set(known))
     router = Router.from_examples(
@@ -108,8 +151,9 @@ def eval_command(
         threshold=threshold,
     )
     calibrated = False
+    fit_report = None
     if val is not None:
-        router.fit(*read_labelled(val, set(known)))
+        fit_report = router.fit(*read_labelled(val, set(known)), target)
     elif encoder is not None and is_artifact(encoder) and threshold is None:
         calibrated = apply_calibration(router, read_artifact(encoder))
     report = evaluate(
@@ -119,7 +163,7 @@ def eval_command(
         fitted=val is not None or calibrated,
         latency_samples=latency_samples,
         conversations=conversations,
-    )
+    ).model_copy(update={"calibration": fit_report})
     if as_json:
         typer.echo(report.model_dump_json())
         return
@@ -138,6 +182,12 @@ def eval_command(
         typer.echo(
             f"  follow-ups stay {f.stay_rate:.3f}; new topics switch {f.switch_accuracy:.3f} "
             f"(alone {f.switch_accuracy_without_history:.3f})"
+        )
+    if fit_report is not None and fit_report.trade_off:
+        typer.echo(
+            "\nTrade-off on the validation set (out of fold for linear; choose a row with "
+            "--oos-recall or --precision):\n"
+            + trade_off_table(fit_report.trade_off, fit_report.chosen)
         )
     typer.echo("Add --json for the confusion matrix.")
 
@@ -186,6 +236,8 @@ def fit_command(
     ] = True,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 150,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    oos_recall: OosRecallOption = None,
+    precision: PrecisionOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the router: fine-tune its encoder (contrastive, SetFit-style) and its thresholds.
@@ -206,16 +258,17 @@ def fit_command(
     if examples is not None and not finetune:
         raise InvalidRequestError("--no-finetune is for store mode: drop --examples and --out")
     settings = FinetuneSettings(steps=steps, seed=seed)
+    target = _target(oos_recall, precision)
 
     def progress(step: int, loss: float) -> None:
         if not as_json and (step % 10 == 0 or step == steps):
             typer.echo(f"step {step}/{steps}  loss {loss:.4f}", err=True)
 
     if examples is None:
-        _fit_store(val, method, settings if finetune else None, progress, as_json)
+        _fit_store(val, method, settings if finetune else None, target, progress, as_json)
         return
     assert out is not None
-    _fit_offline(examples, out, val, _method(method or "knn"), settings, progress, as_json)
+    _fit_offline(examples, out, val, _method(method or "knn"), settings, target, progress, as_json)
 
 
 def _method(method: str) -> Method:
@@ -234,6 +287,7 @@ def _fit_offline(
     val: Path | None,
     method: Method,
     settings: FinetuneSettings,
+    target: OperatingPoint | None,
     progress: Callable[[int, float], None],
     as_json: bool,
 ) -> None:
@@ -246,7 +300,7 @@ def _fit_offline(
     artifact = finetune_encoder(known, out, settings=settings, progress=progress)
     if labelled is not None:
         router = Router.from_examples(known, method=method, encoder=load_encoder(out))
-        artifact = save_calibration(out, router.fit(*labelled))
+        artifact = save_calibration(out, router.fit(*labelled, target))
     if as_json:
         typer.echo(json.dumps({"path": str(out), **artifact.model_dump(mode="json")}))
         return
@@ -261,10 +315,12 @@ def _fit_store(
     val: Path | None,
     method: str | None,
     finetune: FinetuneSettings | None,
+    target: OperatingPoint | None,
     progress: Callable[[int, float], None],
     as_json: bool,
 ) -> None:
-    """Fit for the installed specialists; save the folder and make the record current."""
+    """Fit for the installed specialists; save the folder and make the record current. The
+    operating point is `target`, else the current artifact's."""
     from mesh.cli.app import load_settings, open_store
     from registry.router_artifacts import LabelledQuery, RouterArtifactStore
     from router.artifact import artifact_dir, fit_artifact
@@ -305,6 +361,7 @@ def _fit_store(
             fallback=settings.fallback,
             threshold=settings.router_threshold,
             labelled=labelled,
+            target=target or (base.operating_point if base else None),
             finetune=finetune,
             parent=base.version if base else None,
             load=load_encoder,
