@@ -81,6 +81,10 @@ class MeshClient:
     def route(self, text: str) -> dict[str, Any]:
         return self._json(self._send("POST", "/v1/route", json={"text": text}))
 
+    def router_status(self) -> dict[str, Any]:
+        """`GET /v1/router`: the serving router's artifact, operating point and trade-off."""
+        return self._json(self._send("GET", "/v1/router"))
+
     def health(self, token: str | None = None) -> dict[str, Any]:
         """The mesh's state; 503 (starting) still carries the per-specialist details, and the
         admin `token` adds the replica details that the gateway keeps from other callers."""

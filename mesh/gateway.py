@@ -323,6 +323,13 @@ class Gateway:
             )
         return dict(await self.router.route.remote(body.text, self.follower.view.generation))
 
+    @api.get("/v1/router")
+    async def router_status(self, authorization: str | None = Header(None)) -> dict[str, Any]:
+        """The router serving now: method, artifact version, its operating point and the
+        trade-off curve its thresholds were chosen on (no labelled texts, no weights)."""
+        await self._check_auth(authorization)
+        return dict(await self.router.indexed.remote())
+
     @api.get("/v1/specialists/{name}/batch")
     async def batch(self, name: str, authorization: str | None = Header(None)) -> dict[str, Any]:
         """The decode batch of one of the specialist's replicas: rows running and waiting,

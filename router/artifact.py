@@ -31,6 +31,7 @@ from registry.router_artifacts import (
     RouterArtifactError,
     RouterArtifactRecord,
 )
+from router.calibrate import choose
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import MODEL_DIR, FinetuneSettings, examples_digest, finetune_encoder
 from router.index import RouterIndex
@@ -235,7 +236,9 @@ def apply_record(router: Router, record: RouterArtifactRecord) -> bool:
 
 
 def record_summary(record: RouterArtifactRecord) -> dict[str, Any]:
-    """What logs and `indexed()` show: no labelled texts, no weights."""
+    """What logs, `indexed()` and `GET /v1/router` show: no labelled texts, no weights. With
+    labelled queries, the trade-off curve and the index of the point in use (`chosen`)."""
+    curve = record.trade_off
     return {
         "version": record.version,
         "method": record.method,
@@ -243,4 +246,9 @@ def record_summary(record: RouterArtifactRecord) -> dict[str, Any]:
         "fitted": record.fitted,
         "fine_tuned": record.encoder is not None,
         "threshold": record.threshold,
+        "rejects_out_of_scope": bool(record.head and record.head.rejects),
+        "n_labelled": len(record.labelled),
+        "operating_point": record.operating_point.model_dump(),
+        "trade_off": [point.model_dump() for point in curve],
+        "chosen": choose(curve, record.operating_point) if curve else None,
     }

@@ -1,4 +1,5 @@
-"""The Mesh tab: specialists, replicas and nodes, request rates and latency, refreshed live.
+"""The Mesh tab: specialists, replicas and nodes, request rates and latency, refreshed live, and
+the router: its artifact, operating point and the trade-off curve its thresholds sit on.
 
 `/healthz` shows replica details (nodes) to the admin token only; the table asks with the token
 typed into this tab, so the node column fills in for the operator and stays empty for others.
@@ -66,6 +67,43 @@ class MeshMonitor:
         return rows, self.history, summary
 
 
+def router_markdown(status: dict[str, Any]) -> str:
+    """`GET /v1/router` as markdown: which router serves, and where its thresholds sit."""
+    from registry.router_artifacts import TradeOffPoint
+    from router.calibrate import trade_off_table
+
+    artifact = status.get("artifact")
+    if not artifact:
+        return (
+            "**Router**: frozen encoder, default thresholds (fit it on labelled queries with "
+            "`mesh router fit --val FILE`)."
+        )
+    target = artifact.get("operating_point") or {}
+    if target.get("oos_recall") is not None:
+        aim = f"out-of-scope recall >= {target['oos_recall']:g}"
+    elif target.get("precision") is not None:
+        aim = f"precision >= {target['precision']:g}"
+    else:
+        aim = "balanced"
+    head = "; learns out-of-scope queries" if artifact.get("rejects_out_of_scope") else ""
+    lines = [
+        f"**Router** `{artifact.get('version')}` · {artifact.get('method')}{head} · "
+        f"{'fine-tuned' if artifact.get('fine_tuned') else 'frozen'} encoder · "
+        f"{artifact.get('n_labelled', 0)} labelled queries · operating point: {aim}"
+    ]
+    curve = [TradeOffPoint.model_validate(point) for point in artifact.get("trade_off") or []]
+    chosen = artifact.get("chosen")
+    if curve:
+        in_use = curve[chosen] if isinstance(chosen, int) and 0 <= chosen < len(curve) else None
+        lines += [
+            "",
+            "Trade-off on the labelled queries (out of fold):",
+            "",
+            trade_off_table(curve, in_use),
+        ]
+    return "\n".join(lines)
+
+
 def replica_summary(replicas: Any) -> tuple[int, str]:
     """(count, nodes): the operator's /healthz lists replicas, a client's only counts them."""
     if isinstance(replicas, int):
@@ -101,13 +139,18 @@ def build_mesh_tab(client: MeshClient) -> MeshTab:
         token = gr.Textbox(label="Admin token", type="password", elem_id="mesh-token")
         apply = gr.Button("Scale")
     outcome = gr.Markdown()
+    router = gr.Markdown(elem_id="mesh-router")
 
-    def refresh(secret: str | None = None) -> tuple[Any, Any, str, Any]:
+    def refresh(secret: str | None = None) -> tuple[Any, Any, str, Any, str]:
         rows, history, text = monitor.snapshot((secret or "").strip() or None)
         frame = pd.DataFrame(history or [], columns=["time", "specialist", "requests/s"])
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         names = gr.update(choices=[row[0] for row in rows])
-        return rows, frame, text, names
+        try:
+            routing = router_markdown(client.router_status())
+        except MeshError as error:
+            routing = f"router unavailable: {public_message(error)}"
+        return rows, frame, text, names, routing
 
     def scale(specialist: str | None, count: float | None, secret: str | None) -> str:
         if not specialist:
@@ -123,7 +166,10 @@ def build_mesh_tab(client: MeshClient) -> MeshTab:
 
     timer = gr.Timer(REFRESH_S, active=False)
     timer.tick(
-        refresh, inputs=token, outputs=[table, chart, summary, name], api_visibility="private"
+        refresh,
+        inputs=token,
+        outputs=[table, chart, summary, name, router],
+        api_visibility="private",
     )
     apply.click(scale, inputs=[name, replicas, token], outputs=outcome, api_name="scale")
     return MeshTab(timer, token)

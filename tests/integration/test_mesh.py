@@ -137,6 +137,14 @@ def test_a_pinned_tool_answers_with_its_decline(
     assert info["decision"]["handed_back"] == []
 
 
+def test_router_status_shows_what_serves(mesh: RunningMesh) -> None:
+    """`GET /v1/router` (what the UI's Mesh tab shows): no artifact yet, so frozen defaults."""
+    status = httpx.get(f"{mesh.base_url}/v1/router", timeout=30).json()
+    assert {"general", "code", "math"} <= set(status["specialists"])
+    assert status["artifact"] is None and status["degraded"] is False
+    assert isinstance(status["generation"], int)
+
+
 def test_embeddings_come_from_the_routers_encoder(client: openai.OpenAI, mesh: RunningMesh) -> None:
     """The official client (base64 by default) and a float request get the same vectors."""
     texts = ["How do I sort a list in Python?", "Sorting a Python list", "A recipe for bread"]

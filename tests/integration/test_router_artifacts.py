@@ -162,7 +162,8 @@ def test_fit_against_the_store(mesh_env: tuple[Registry, Path], tmp_path: Path) 
     refused = runner.invoke(router_app, ["fit", "--no-finetune"], env={"MESH_ADMIN_TOKEN": ""})
     assert refused.exit_code == 1 and "needs the admin token" in refused.output
     assert RouterArtifactStore(registry.client, registry.url).current() is None
-    result = runner.invoke(router_app, ["fit", "--no-finetune", "--val", str(val), "--json"])
+    fit = ["fit", "--no-finetune", "--val", str(val), "--oos-recall", "0.5", "--json"]
+    result = runner.invoke(router_app, fit)
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert shown["n_labelled"] == len(LABELLED) and shown["fitted"] is True
@@ -179,6 +180,9 @@ def test_fit_against_the_store(mesh_env: tuple[Registry, Path], tmp_path: Path) 
     assert "thresholds fitted on 5 labelled queries" in again.output  # reused from the store
     second = store.current()
     assert second is not None and second.parent == record.version and second.head is not None
+    assert record.operating_point.oos_recall == 0.5 and len(record.trade_off) > 1
+    assert second.operating_point == record.operating_point  # kept for the refit
+    assert second.head.rejects  # the labelled out-of-scope queries became its last class
 
 
 @pytest.mark.parametrize(

@@ -155,5 +155,7 @@ def test_mesh_tab_shows_replicas(page, tmp_path: Path) -> None:  # type: ignore[
     text = table.inner_text()
     assert "RUNNING" in text and "general" in text and "code" in text
     assert "mesh **ok**" not in page.locator("#mesh-summary").inner_text()  # rendered markdown
+    router = page.locator("#mesh-router")
+    router.get_by_text("frozen encoder, default thresholds").wait_for(timeout=30_000)
     page.wait_for_timeout(3_000)  # a few refreshes for the chart
     screenshot(page, "mesh", tmp_path)
