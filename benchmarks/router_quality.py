@@ -116,7 +116,7 @@ def latency_ratio(folder: Path, encoder: Any, n: int = 100) -> dict[str, float]:
 def summary(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in per_seed[0]:
-        stats = {}
+        stats: dict[str, Any] = {}
         for metric in GOALS:
             values = [seed[name][metric] for seed in per_seed]
             stats[metric] = {

@@ -224,7 +224,13 @@ class Gateway:
             trace=[*_hand_back_events(decision), *trace],
         )
         handle = self._handle(manifest.name)
-        recorded = self.usage.start(manifest.name, routed=body.routed, response_id=response_id)
+        teaches = not body.routed or decision.mode in ("single", "fallback")
+        recorded = self.usage.start(
+            manifest.name,
+            routed=body.routed,
+            response_id=response_id,
+            query=body.query() if teaches else None,
+        )
 
         def finish(failed: bool | None) -> None:
             """`failed` None: handed back, so not this specialist's request at all."""

@@ -24,6 +24,7 @@ from mesh.publish_gate import ImpactRequest
 from mesh.search import semantic_scores
 from mesh.settings import MeshSettings
 from registry.router_artifacts import RouterArtifactStore
+from registry.router_lessons import LessonStore
 from router.artifact import EncoderLoader
 from router.batcher import RouteBatcher
 from router.embeddings import ROUTED_ALIAS, EmbeddingBatch, embed
@@ -65,7 +66,10 @@ class RouterService:
         if not isinstance(settings, MeshSettings):
             settings = MeshSettings.model_validate(settings)
         store = RouterArtifactStore.from_url(settings.redis_url) if settings.redis_url else None
-        self.live = LiveRouter(live_options(settings), store=store, load=load, frozen=frozen)
+        lessons = LessonStore(store.client, store.url) if store is not None else None
+        self.live = LiveRouter(
+            live_options(settings), store=store, lessons=lessons, load=load, frozen=frozen
+        )
         self.live.start()
         status = self.live.status()
         logger.info(
@@ -128,12 +132,15 @@ class RouterService:
         self.live.schedule_refit()
 
     async def _reload_loop(self) -> None:
-        """Pick up an artifact that `mesh router fit` made current while the mesh runs."""
+        """Pick up an artifact that `mesh router fit` made current while the mesh runs, and
+        refit when an operator accepted router lessons (`mesh router review`)."""
         last_error = ""
         while True:
             await asyncio.sleep(self.reload_s)
             try:
-                if await asyncio.to_thread(self.live.reload_if_changed):
+                reloaded = await asyncio.to_thread(self.live.reload_if_changed)
+                before = self.live.lessons_version
+                if reloaded or await asyncio.to_thread(self.live.poll_lessons) != before:
                     self.live.schedule_refit()
                 last_error = ""
             except Exception as error:

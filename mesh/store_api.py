@@ -345,8 +345,16 @@ async def delete(name: str, authorization: str | None = Header(None)) -> dict[st
 async def feedback(
     body: FeedbackRequest, authorization: str | None = Header(None)
 ) -> dict[str, Any]:
-    """Thumbs up/down for a completion, counted in its specialist's usage stats."""
+    """Thumbs up/down for a completion, counted in its specialist's usage stats. A thumbs-up
+    on a routed answer also proposes its query as a router lesson (`mesh router review`)."""
     svc = service()
     await svc.client(authorization)
-    name = await svc.call(svc.store().stats.feedback, body.id, body.rating)
-    return {"id": body.id, "specialist": name, "rating": body.rating}
+    store = svc.store()
+    name = await svc.call(store.stats.feedback, body.id, body.rating)
+    lesson = None
+    if body.rating == "up":
+        query = await svc.call(store.stats.query_of, body.id)
+        if query:
+            proposed = await svc.call(store.lessons.propose, query, name, "thumbs_up")
+            lesson = proposed.id if proposed else None
+    return {"id": body.id, "specialist": name, "rating": body.rating, "lesson": lesson}

@@ -1,4 +1,5 @@
-"""Record usage stats from the gateway without ever slowing or failing a request."""
+"""Record usage stats (and what a request can teach the router) from the gateway, without ever
+slowing or failing a request."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from registry import Registry
+from registry.router_lessons import MAX_TEXT_CHARS
 
 logger = logging.getLogger("ray.serve")
 
@@ -17,14 +19,20 @@ class UsageRecorder:
         self.registry = registry
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, specialist: str, *, routed: bool, response_id: str) -> Callable[[bool], None]:
-        """Begin timing a request; call the returned function with `error` when it ends."""
+    def start(
+        self, specialist: str, *, routed: bool, response_id: str, query: str | None = None
+    ) -> Callable[[bool], None]:
+        """Begin timing a request; call the returned function with `error` when it ends.
+
+        `query`: the text this answer can teach the router. Routed, it is kept with the
+        response for a thumbs-up to propose; pinned (`model="<name>"`), the pin itself is
+        proposed as a lesson for `mesh router review`. Failed requests teach nothing."""
         started = time.perf_counter()
 
         def finish(error: bool) -> None:
             latency_ms = (time.perf_counter() - started) * 1000
             task = asyncio.get_running_loop().create_task(
-                self._write(specialist, routed, latency_ms, error, response_id)
+                self._write(specialist, routed, latency_ms, error, response_id, query)
             )
             self._tasks.add(task)  # keep a reference until done
             task.add_done_callback(self._tasks.discard)
@@ -32,17 +40,26 @@ class UsageRecorder:
         return finish
 
     async def _write(
-        self, name: str, routed: bool, latency_ms: float, error: bool, response_id: str
+        self,
+        name: str,
+        routed: bool,
+        latency_ms: float,
+        error: bool,
+        response_id: str,
+        query: str | None,
     ) -> None:
         try:
-            stats = self.registry().stats
+            registry = self.registry()
             await asyncio.to_thread(
-                stats.record,
+                registry.stats.record,
                 name,
                 routed=routed,
                 latency_ms=latency_ms,
                 error=error,
                 response_id=None if error else response_id,
+                query=query if routed and query and len(query) <= MAX_TEXT_CHARS else None,
             )
+            if query and not routed and not error:
+                await asyncio.to_thread(registry.lessons.propose, query, name, "pin")
         except Exception as failure:  # Redis down: a lost sample, never a failed request
             logger.warning("usage stats not recorded for %s: %s", name, failure)

@@ -16,6 +16,10 @@ mesh:events                           stream of registry changes
 mesh:router:artifacts                 sorted set of router artifact versions (score: save time)
 mesh:router:artifact:{version}        JSON of one immutable router artifact record
 mesh:router:current                   the router artifact version the router serves
+mesh:router:lessons                   hash lesson id -> JSON: labelled queries from traffic
+mesh:router:lessons:version           counter: changes of the accepted lessons
+mesh:response:{id}:query              the routed query of a response (a thumbs-up proposes it
+                                      as a lesson); same TTL as mesh:response:{id}
 mesh:artifact:{id}                    canonical JSON index of one uploaded artifact bundle
                                       {"files": {name: {"sha256", "size"}}}; id = sha256 of it
 mesh:blob:{sha256}                    bytes of one file of an artifact (binary client)
@@ -30,6 +34,8 @@ TOKENS = f"{PREFIX}:tokens"
 EVENTS = f"{PREFIX}:events"
 ROUTER_ARTIFACTS = f"{PREFIX}:router:artifacts"
 ROUTER_CURRENT = f"{PREFIX}:router:current"
+ROUTER_LESSONS = f"{PREFIX}:router:lessons"
+ROUTER_LESSONS_VERSION = f"{PREFIX}:router:lessons:version"
 EVENTS_MAXLEN = 10_000
 LATENCY_SAMPLES = 1_000
 RESPONSE_TTL_S = 7 * 24 * 3600
@@ -62,6 +68,11 @@ def response(response_id: str) -> str:
 def rating(response_id: str) -> str:
     """The one rating a response counts with (a second rating replaces it)."""
     return f"{PREFIX}:response:{response_id}:rating"
+
+
+def response_query(response_id: str) -> str:
+    """The routed query behind a response, kept so that a thumbs-up can teach the router."""
+    return f"{PREFIX}:response:{response_id}:query"
 
 
 def router_artifact(version: str) -> str:

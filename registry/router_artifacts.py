@@ -112,6 +112,8 @@ class RouterArtifactRecord(BaseModel):
     labelled: list[LabelledQuery] = Field(
         default_factory=list, description="The labelled queries thresholds were fitted on."
     )
+    lessons_version: int = Field(0, ge=0, description="Accepted router lessons it was fitted at.")
+    n_lessons: int = Field(0, ge=0, description="Accepted lessons fitted on, beside `labelled`.")
     operating_point: OperatingPoint = Field(default_factory=OperatingPoint)
     trade_off: list[TradeOffPoint] = Field(
         default_factory=list, description="The curve the thresholds were chosen on (fitted only)."

@@ -35,8 +35,17 @@ class StatsStore:
         self.url = url
 
     def record(
-        self, name: str, *, routed: bool, latency_ms: float, error: bool, response_id: str | None
+        self,
+        name: str,
+        *,
+        routed: bool,
+        latency_ms: float,
+        error: bool,
+        response_id: str | None,
+        query: str | None = None,
     ) -> None:
+        """Count one request; with `response_id`, remember who answered (and the routed
+        `query`, for a thumbs-up to propose as a router lesson) for the feedback TTL."""
         with redis_errors(self.url), self.client.pipeline(transaction=False) as pipe:
             pipe.hincrby(keys.stats(name), "requests", 1)
             pipe.hincrby(keys.stats(name), "routed" if routed else "pinned", 1)
@@ -47,6 +56,8 @@ class StatsStore:
                 pipe.ltrim(keys.latency(name), 0, keys.LATENCY_SAMPLES - 1)
             if response_id:
                 pipe.set(keys.response(response_id), name, ex=keys.RESPONSE_TTL_S)
+                if query:
+                    pipe.set(keys.response_query(response_id), query, ex=keys.RESPONSE_TTL_S)
             pipe.execute()
 
     def feedback(self, response_id: str, rating: Rating) -> str:
@@ -72,6 +83,12 @@ class StatsStore:
                 rate, response_key, rating_key, value_from_callable=True
             )
         return name
+
+    def query_of(self, response_id: str) -> str | None:
+        """The routed query behind a recent response (None: pinned, expired or unknown)."""
+        with redis_errors(self.url):
+            value: str | None = self.client.get(keys.response_query(response_id))
+        return value
 
     def get(self, name: str) -> UsageStats:
         with redis_errors(self.url):

@@ -33,6 +33,7 @@ from registry.manifest import (
     version_key,
 )
 from registry.redis_server import redis_errors
+from registry.router_lessons import LessonStore
 from registry.stats import StatsStore
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Registry:
         self.url = url
         self.tokens = TokenStore(self.client, url)
         self.stats = StatsStore(self.client, url)
+        self.lessons = LessonStore(self.client, url)
 
     @classmethod
     def from_url(cls, url: str) -> Registry:

@@ -136,6 +136,7 @@ def fit_artifact(
     fallback: str | None = None,
     threshold: float | None = None,
     labelled: list[LabelledQuery] | None = None,
+    lessons: tuple[int, list[LabelledQuery]] = (0, []),
     target: OperatingPoint | None = None,
     finetune: FinetuneSettings | None = None,
     index: RouterIndex | None = None,
@@ -149,7 +150,9 @@ def fit_artifact(
     given: then a new encoder is trained on `examples` into this version's folder first.
     `index`: `examples` already indexed with `encoder` (skips encoding them again).
     Without `labelled` queries the thresholds are the method's defaults (or `threshold`);
-    with them, `target` is the operating point they aim for (default: balanced).
+    with them, `target` is the operating point they aim for (default: balanced). `lessons`
+    (version, accepted lessons from traffic) train the linear head only (`Router.fit`); the
+    record keeps `labelled` as given and the lessons' version.
     """
     version = new_version()
     folder = artifact_dir(home, version)
@@ -176,7 +179,12 @@ def fit_artifact(
         k=k,
     )
     labelled = list(labelled or [])
-    report = router.fit(*labelled_for(labelled, router.index.ids), target) if labelled else None
+    taught = list(zip(*labelled_for(lessons[1], router.index.ids), strict=True))
+    report = None
+    if labelled:
+        report = router.fit(*labelled_for(labelled, router.index.ids), target, lessons=taught)
+    else:
+        router.teach(taught)
     record = describe(
         router,
         version=version,
@@ -186,7 +194,7 @@ def fit_artifact(
         encoder_files=encoder_files,
         parent=parent,
         report=report,
-    )
+    ).model_copy(update={"lessons_version": lessons[0], "n_lessons": len(lessons[1])})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n")
     return router, record
@@ -248,6 +256,8 @@ def record_summary(record: RouterArtifactRecord) -> dict[str, Any]:
         "threshold": record.threshold,
         "rejects_out_of_scope": bool(record.head and record.head.rejects),
         "n_labelled": len(record.labelled),
+        "n_lessons": record.n_lessons,
+        "lessons_version": record.lessons_version,
         "operating_point": record.operating_point.model_dump(),
         "trade_off": [point.model_dump() for point in curve],
         "chosen": choose(curve, record.operating_point) if curve else None,

@@ -4,10 +4,11 @@ change, always swapped whole.
 A route reads `router` once per batch, so it never sees half of a change. Three things swap it:
 - `update` (an install changed, awaited by the caller): the same encoder, thresholds and head
   over a rebuilt index, so a new specialist is routable within seconds;
-- `refit` (in the background, `schedule_refit`): thresholds on the artifact's labelled queries,
-  the linear head and, only when `refit_encoder` asks for it, a fine-tuned encoder (minutes) for
-  the new installed set; the old router serves meanwhile, and a result fitted for a set that
-  has moved on is thrown away. The result is saved as a new artifact version;
+- `refit` (in the background, `schedule_refit`): thresholds on the artifact's labelled queries
+  and the accepted router lessons (`registry.router_lessons`, polled), the linear head and,
+  only when `refit_encoder` asks for it, a fine-tuned encoder (minutes) for the new installed
+  set; the old router serves meanwhile, and a result fitted for a set that has moved on is
+  thrown away. The result is saved as a new artifact version;
 - `reload_if_changed` (polled): another process (`mesh router fit`) made a new version current.
 
 A missing or damaged artifact never stops routing: the frozen base encoder with the method's
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.errors import MeshError
-from registry.router_artifacts import RouterArtifactRecord
+from registry.router_artifacts import LabelledQuery, RouterArtifactRecord
 from router.artifact import EncoderLoader, apply_record, fit_artifact, load_encoder, record_summary
 from router.decision import RouteDecision
 from router.encoder import Encoder, SentenceTransformerEncoder
@@ -45,6 +46,13 @@ class ArtifactStore(Protocol):
     def current_version(self) -> str | None: ...
     def get(self, version: str) -> RouterArtifactRecord: ...
     def save(self, record: RouterArtifactRecord, *, expect_current: str | None = "*") -> bool: ...
+
+
+class LessonSource(Protocol):
+    """What `LiveRouter` needs of `registry.router_lessons.LessonStore`."""
+
+    def version(self) -> int: ...
+    def accepted(self) -> tuple[int, list[LabelledQuery]]: ...
 
 
 class LiveRouterOptions(BaseModel):
@@ -65,11 +73,14 @@ class LiveRouter:
         options: LiveRouterOptions,
         *,
         store: ArtifactStore | None = None,
+        lessons: LessonSource | None = None,
         load: EncoderLoader = SentenceTransformerEncoder,
         frozen: Callable[[], Encoder] | None = None,
     ) -> None:
         self.options = options
         self.store = store
+        self.lessons = lessons
+        self.lessons_version = 0  # of the accepted lessons, as last polled
         self.load = load
         self._make_frozen = frozen or SentenceTransformerEncoder
         self._frozen: Encoder | None = None
@@ -208,17 +219,26 @@ class LiveRouter:
                     self.examples, self.installed = examples, installed
                     return
 
+    def poll_lessons(self) -> int:
+        """Read the accepted lessons' version (one Redis GET); `stale` compares it."""
+        if self.lessons is not None:
+            self.lessons_version = self.lessons.version()
+        return self.lessons_version
+
     def stale(self) -> bool:
-        """Whether a refit is due: the artifact was fitted for another set or method."""
+        """Whether a refit is due: the artifact was fitted for another set or method, or
+        before the accepted lessons last changed."""
         if self.degraded or not self.options.refit or not self.examples:
             return False
         record = self.record
-        if record is None:  # nothing fitted: only an encoder to train would change anything
-            return self.options.refit_encoder
+        taught = self.lessons_version != (record.lessons_version if record else 0)
+        if record is None:  # nothing fitted: an encoder to train or lessons change something
+            return self.options.refit_encoder or taught
         return (
             record.examples_digest != examples_digest(self.examples)
             or record.method != self.options.method
             or (self.options.refit_encoder and record.encoder is None)
+            or taught
         )
 
     def refit(self) -> bool:
@@ -251,6 +271,7 @@ class LiveRouter:
                 fallback=self.options.fallback,
                 threshold=self.options.threshold,
                 labelled=base.labelled if base else None,
+                lessons=self.lessons.accepted() if self.lessons else (0, []),
                 target=base.operating_point if base else None,
                 finetune=finetune,
                 parent=base.version if base else None,

@@ -329,33 +329,32 @@ class Router:
         texts: list[str],
         labels: list[str | None],
         target: OperatingPoint | None = None,
+        *,
+        lessons: Sequence[tuple[str, str | None]] = (),
     ) -> FitReport:
         """Calibrate per-specialist thresholds on labelled queries (None = out of scope), at
         the operating point `target` (default: balanced) chosen on the trade-off curve.
 
         For `linear`, the head also learns from them (the out-of-scope ones as its "none of
         them" class); the thresholds are then set on out-of-fold scores, so they are not fitted
-        to the head's own training data.
+        to the head's own training data. `lessons` (text, label) from traffic only train the
+        head: traffic picks the hard cases (corrections) or the easy ones (thumbs-ups), never a
+        representative sample, so they would pull the thresholds off the operating point.
+        Methods without a head do not use them.
         """
-        if len(texts) != len(labels):
-            raise ValueError("texts and labels differ in length")
-        names = self.index.names
-        unknown = sorted({label for label in labels if label is not None} - set(names))
-        if unknown:
-            raise ValueError(f"labels name specialists that are not indexed: {unknown}")
-        ids: list[int | None] = [
-            None if label is None else self.index.ids[label] for label in labels
-        ]
-        vectors = self.embed(list(texts)) if texts else np.zeros((0, self.index.dim))
+        ids = self._ids(labels, len(texts))
+        vectors = self._vectors(texts)
         if self.method == "linear":
-            scores = self._fit_linear(vectors, ids)
+            scores = self._fit_linear(vectors, ids, self._lesson_rows(lessons))
         else:
             scores = self.scorer().scores(vectors)
         target = target or OperatingPoint()
         curve = trade_off(scores, ids)
         chosen, per = curve[choose([point for point, _ in curve], target)]
         self.threshold = chosen.threshold
-        self.thresholds = {name: round(float(cut), 4) for name, cut in zip(names, per, strict=True)}
+        self.thresholds = {
+            name: round(float(cut), 4) for name, cut in zip(self.index.names, per, strict=True)
+        }
         return FitReport(
             method=self.method,
             n_in_scope=sum(i is not None for i in ids),
@@ -367,21 +366,63 @@ class Router:
             chosen=chosen,
         )
 
-    def _fit_linear(self, vectors: np.ndarray, ids: list[int | None]) -> np.ndarray:
+    def teach(self, lessons: Sequence[tuple[str, str | None]]) -> None:
+        """Train the linear head on `lessons` too, thresholds untouched (no calibration set)."""
+        if self.method == "linear" and lessons:
+            vectors, labels = self._lesson_rows(lessons)
+            names = self.index.names
+            self._extra = (vectors, [None if i < 0 else names[i] for i in labels])
+            self._head = None
+            self._view = None
+
+    def _ids(self, labels: Sequence[str | None], n: int) -> list[int | None]:
+        if len(labels) != n:
+            raise ValueError("texts and labels differ in length")
+        unknown = sorted({label for label in labels if label is not None} - set(self.index.names))
+        if unknown:
+            raise ValueError(f"labels name specialists that are not indexed: {unknown}")
+        return [None if label is None else self.index.ids[label] for label in labels]
+
+    def _vectors(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(list(texts)) if texts else np.zeros((0, self.index.dim), np.float32)
+
+    def _lesson_rows(
+        self, lessons: Sequence[tuple[str, str | None]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Lessons as (vectors, column ids; -1 = out of scope)."""
+        ids = self._ids([label for _, label in lessons], len(lessons))
+        labels = np.array([-1 if i is None else i for i in ids], dtype=int)
+        return self._vectors([text for text, _ in lessons]), labels
+
+    def _fit_linear(
+        self,
+        vectors: np.ndarray,
+        ids: list[int | None],
+        lessons: tuple[np.ndarray, np.ndarray],
+    ) -> np.ndarray:
         """Out-of-fold scores for every labelled row: the head learns from the in-scope rows
-        and, as its "none of them" class, from the out-of-scope ones."""
+        and, as its "none of them" class, from the out-of-scope ones; `lessons` train every
+        fold and are never scored."""
         names = self.index.names
         labels = np.array([-1 if i is None else i for i in ids], dtype=int)
         scores = np.zeros((len(vectors), len(names)), dtype=np.float32)
         folds = np.arange(len(vectors)) % FOLDS
+        taught_vectors, taught_labels = lessons
         for fold in range(FOLDS):
             held = folds == fold
             if held.any():
-                extra = (vectors[~held], labels[~held])
+                extra = (
+                    np.concatenate([vectors[~held], taught_vectors]),
+                    np.concatenate([labels[~held], taught_labels]),
+                )
                 scores[held] = build_scorer("linear", self.index, self.k, extra).scores(
                     vectors[held]
                 )
-        self._extra = (vectors, [None if i < 0 else names[i] for i in labels])
+        every = np.concatenate([labels, taught_labels])
+        self._extra = (
+            np.concatenate([vectors, taught_vectors]),
+            [None if i < 0 else names[i] for i in every],
+        )
         self._head = None
         self._view = None
         return scores

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mesh.cli.app import JsonFlag, command_group
+from mesh.cli.app import JsonFlag, TokenOption, command_group
 from registry.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -361,6 +361,7 @@ def _fit_store(
             fallback=settings.fallback,
             threshold=settings.router_threshold,
             labelled=labelled,
+            lessons=registry.lessons.accepted(),
             target=target or (base.operating_point if base else None),
             finetune=finetune,
             parent=base.version if base else None,
@@ -380,6 +381,8 @@ def _fit_store(
     else:
         encoder_note = "fine-tuned encoder kept"
     fitted = f"fitted on {len(labelled)} labelled queries" if labelled else "defaults"
+    if record.n_lessons:
+        fitted += f" and {record.n_lessons} accepted lessons"
     typer.echo(
         f"saved router artifact {record.version} for {len(examples)} specialists "
         f"({record.method}, {encoder_note}, thresholds {fitted}) in {folder}; it is current "
@@ -402,3 +405,92 @@ def _current_or_none(store: RouterArtifactStore) -> RouterArtifactRecord | None:
     except MeshError as error:
         typer.echo(f"Warning: ignoring the current router artifact: {error.message}", err=True)
         return None
+
+
+@router_app.command("review")
+def review_command(
+    accept: Annotated[
+        list[str] | None, typer.Option("--accept", help="Accept a lesson by id (repeatable).")
+    ] = None,
+    reject: Annotated[
+        list[str] | None, typer.Option("--reject", help="Reject a lesson by id (repeatable).")
+    ] = None,
+    relabel: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--relabel",
+            help="ID=NAME (or ID=none: out of scope): accept the lesson's text with another "
+            "label and reject the proposal (repeatable).",
+        ),
+    ] = None,
+    add: Annotated[
+        str | None, typer.Option("--add", help="A correction of your own: the query text.")
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option("--as", help="With --add: the specialist that should answer, or 'none'."),
+    ] = None,
+    status: Annotated[
+        str,
+        typer.Option("--status", help="Which lessons to list: pending, accepted, rejected, all."),
+    ] = "pending",
+    token: TokenOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Review what traffic taught the router: thumbs-ups on routed answers and pinned requests
+    are proposed as labelled queries; accepted ones are fitted on by the running mesh's next
+    background refit (within seconds) and by 'mesh router fit'. Operator only."""
+    from mesh.cli.app import echo_json, open_store
+
+    if status not in ("pending", "accepted", "rejected", "all"):
+        raise InvalidRequestError(f"unknown --status {status!r}: pending, accepted, rejected, all")
+    if (add is None) != (label is None):
+        raise InvalidRequestError("--add TEXT and --as NAME|none go together")
+    with open_store(token) as (registry, principal):
+        principal.require_operator("reviewing router lessons")
+        lessons = registry.lessons
+        installed = set(registry.installed())
+        changed = 0
+        if accept:
+            changed += len(lessons.decide(list(accept), "accepted"))
+        if reject:
+            changed += len(lessons.decide(list(reject), "rejected"))
+        known = {lesson.id: lesson for lesson in lessons.lessons()}
+        for item in relabel or []:
+            lesson_id, _, name = item.partition("=")
+            if lesson_id not in known:
+                raise InvalidRequestError(f"no lesson with id {lesson_id!r}", param="relabel")
+            lessons.correct(known[lesson_id].text, _label(name, installed), replaces=lesson_id)
+            changed += 1
+        if add is not None:
+            lessons.correct(add, _label(label or "", installed))
+            changed += 1
+        shown = lessons.lessons(None if status == "all" else status)  # type: ignore[arg-type]
+        version = lessons.version()
+    if as_json:
+        echo_json(
+            {"changed": changed, "version": version, "lessons": [x.model_dump() for x in shown]}
+        )
+        return
+    if changed:
+        typer.echo(
+            f"{changed} lesson(s) updated; accepted lessons at version {version}: a running "
+            "mesh refits its router within seconds"
+        )
+    typer.echo(f"{len(shown)} {status} lesson(s)")
+    for lesson in shown:
+        target = lesson.label or "(none: out of scope)"
+        text = lesson.text if len(lesson.text) <= 80 else lesson.text[:77] + "..."
+        typer.echo(f"  {lesson.id}  {lesson.source:<10} x{lesson.seen:<3} -> {target:<16} {text}")
+
+
+def _label(name: str, installed: set[str]) -> str | None:
+    """'none' (out of scope) or an installed specialist's name."""
+    if name.strip().lower() == "none":
+        return None
+    if name not in installed:
+        raise InvalidRequestError(
+            f"{name!r} is not an installed specialist; use one of {sorted(installed)} or 'none'",
+            param="label",
+        )
+    return name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -223,6 +224,44 @@ def test_pinned_model_answers(client: openai.OpenAI) -> None:
     info = _mesh_info(completion)
     assert info["specialist"] == "general"
     assert info["decision"]["mode"] == "pinned"
+
+
+def test_traffic_proposes_router_lessons_for_review(
+    client: openai.OpenAI, mesh: RunningMesh
+) -> None:
+    """A thumbs-up on a routed answer and a pinned request become pending lessons; nothing
+    changes routing until an operator accepts them."""
+    routed_question = "How do I reverse a linked list in Python, step by step?"
+    routed = client.chat.completions.create(
+        model="mesh", messages=[{"role": "user", "content": routed_question}], **SHORT
+    )
+    pinned_question = "Tell me a short fact about owls."
+    client.chat.completions.create(
+        model="writing", messages=[{"role": "user", "content": pinned_question}], **SHORT
+    )
+    rated = wait_for(
+        lambda: _rate_up(mesh, routed.id), timeout_s=30, what="the routed answer's usage record"
+    )
+    assert rated["lesson"] is not None and rated["specialist"] == _mesh_info(routed)["specialist"]
+
+    def pending() -> dict[str, dict] | None:
+        result = CliRunner().invoke(app, ["router", "review", "--json"], env=mesh.env)
+        assert result.exit_code == 0, result.output
+        found = {x["text"]: x for x in json.loads(result.stdout)["lessons"]}
+        return found if pinned_question in found else None
+
+    found = wait_for(pending, timeout_s=30, what="the pinned request's lesson")
+    assert found[pinned_question]["label"] == "writing"
+    assert found[pinned_question]["source"] == "pin"
+    assert found[routed_question]["source"] == "thumbs_up"
+    assert found[routed_question]["status"] == "pending"
+
+
+def _rate_up(mesh: RunningMesh, completion_id: str) -> dict | None:
+    response = httpx.post(
+        f"{mesh.base_url}/v1/feedback", json={"id": completion_id, "rating": "up"}, timeout=30
+    )
+    return response.json() if response.status_code == 200 else None
 
 
 def test_models_lists_the_catalog(client: openai.OpenAI) -> None:

@@ -61,6 +61,27 @@ def test_the_fitted_head_learns_the_labelled_out_of_scope_topic() -> None:
     assert after.route("python code").chosen == "code"
 
 
+def test_lessons_train_the_head_but_are_not_calibrated_on() -> None:
+    plain, taught = linear_router(), linear_router()
+    plain.fit(VAL_TEXTS, VAL_LABELS)
+    lessons = [("python story", "writing"), ("python story story", "writing")]
+    report = taught.fit(VAL_TEXTS, VAL_LABELS, lessons=lessons)
+    assert report.n_in_scope == 3 and report.n_out_of_scope == 3  # the calibration set only
+    assert plain.route("python story").chosen != "writing"
+    assert taught.route("python story").chosen == "writing"
+    with pytest.raises(ValueError, match="not indexed"):
+        linear_router().fit(VAL_TEXTS, VAL_LABELS, lessons=[("x", "nobody")])
+
+
+def test_teach_without_a_calibration_set_keeps_the_default_thresholds() -> None:
+    router = linear_router()
+    router.teach([("python story", "writing"), ("python story story", "writing")])
+    assert router.thresholds == {} and router.route("python story").chosen == "writing"
+    knn = Router.from_examples(EXAMPLES, method="knn", encoder=BagOfWordsEncoder())
+    knn.teach([("python story", "writing")])  # no head: nothing to teach
+    assert knn.route("python story").chosen == "code"
+
+
 def test_a_rejecting_head_round_trips_through_the_artifact(tmp_path: Path) -> None:
     router, record = fit(tmp_path, "linear")
     assert record.head is not None and record.head.rejects  # type: ignore[attr-defined]
