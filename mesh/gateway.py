@@ -224,7 +224,10 @@ class Gateway:
             trace=[*_hand_back_events(decision), *trace],
         )
         handle = self._handle(manifest.name)
-        teaches = not body.routed or decision.mode in ("single", "fallback")
+        # A follow-up's last turn ("and in Rust?") means nothing without its thread.
+        teaches = not body.routed or (
+            decision.mode in ("single", "fallback") and decision.follow_up_of is None
+        )
         recorded = self.usage.start(
             manifest.name,
             routed=body.routed,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,8 @@ from router.impact import ImpactReport
 from specialists.engine_registry import check_publishable
 
 router = APIRouter()
+
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass
@@ -350,11 +353,20 @@ async def feedback(
     svc = service()
     await svc.client(authorization)
     store = svc.store()
+    previous = await svc.call(store.stats.rating_of, body.id)
     name = await svc.call(store.stats.feedback, body.id, body.rating)
     lesson = None
-    if body.rating == "up":
-        query = await svc.call(store.stats.query_of, body.id)
-        if query:
-            proposed = await svc.call(store.lessons.propose, query, name, "thumbs_up")
-            lesson = proposed.id if proposed else None
+    if body.rating == "up" and previous != "up":  # a repeated thumbs-up is one sighting
+        lesson = await svc.call(_propose_thumbs_up, store, body.id, name)
     return {"id": body.id, "specialist": name, "rating": body.rating, "lesson": lesson}
+
+
+def _propose_thumbs_up(store: Registry, response_id: str, name: str) -> str | None:
+    """Best effort: the rating is counted already, and a lesson lost is only a lesson lost."""
+    try:
+        query = store.stats.query_of(response_id)
+        proposed = store.lessons.propose(query, name, "thumbs_up") if query else None
+    except Exception as error:
+        logger.warning("router lesson not proposed for %s: %s", response_id, error)
+        return None
+    return proposed.id if proposed else None

@@ -18,6 +18,7 @@ mesh:router:artifact:{version}        JSON of one immutable router artifact reco
 mesh:router:current                   the router artifact version the router serves
 mesh:router:lessons                   hash lesson id -> JSON: labelled queries from traffic
 mesh:router:lessons:version           counter: changes of the accepted lessons
+mesh:router:lessons:pending           set of the pending lesson ids (the cap counts them)
 mesh:response:{id}:query              the routed query of a response (a thumbs-up proposes it
                                       as a lesson); same TTL as mesh:response:{id}
 mesh:artifact:{id}                    canonical JSON index of one uploaded artifact bundle
@@ -36,6 +37,7 @@ ROUTER_ARTIFACTS = f"{PREFIX}:router:artifacts"
 ROUTER_CURRENT = f"{PREFIX}:router:current"
 ROUTER_LESSONS = f"{PREFIX}:router:lessons"
 ROUTER_LESSONS_VERSION = f"{PREFIX}:router:lessons:version"
+ROUTER_LESSONS_PENDING = f"{PREFIX}:router:lessons:pending"
 EVENTS_MAXLEN = 10_000
 LATENCY_SAMPLES = 1_000
 RESPONSE_TTL_S = 7 * 24 * 3600

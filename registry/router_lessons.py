@@ -6,24 +6,28 @@ Traffic proposes (a thumbs-up on a routed answer confirms its specialist; a requ
 router's background refit fits on the artifact's labelled queries plus the accepted lessons,
 whenever the accepted set's version moves (`LiveRouter.poll_lessons`).
 
-Bounded: at most `MAX_LESSONS` proposals are kept (new ones are dropped beyond it; an operator
-rejects or accepts to make room) and a text longer than `MAX_TEXT_CHARS` is not proposed.
-One hash holds them (`mesh:router:lessons`, id -> JSON); `mesh:router:lessons:version` counts
-changes of the accepted set, so a router can tell in one GET whether to refit.
+Bounded: at most `MAX_LESSONS` proposals wait for review (new ones are dropped beyond it; an
+operator's accept or reject makes room) and a text longer than `MAX_TEXT_CHARS` is not proposed.
+One hash holds every lesson (`mesh:router:lessons`, id -> JSON), a set the pending ids (for the
+cap); `mesh:router:lessons:version` counts changes of the accepted set, so a router can tell in
+one GET whether to refit. A damaged entry is skipped with a warning, never fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from registry import keys
 from registry.errors import InvalidRequestError, NotFoundError
 from registry.redis_server import redis_errors
 from registry.router_artifacts import LabelledQuery
+
+logger = logging.getLogger(__name__)
 
 MAX_LESSONS = 2_000
 MAX_TEXT_CHARS = 1_000
@@ -68,20 +72,19 @@ class LessonStore:
         )
 
         def add(pipe: Any) -> Lesson | None:
-            raw = pipe.hget(keys.ROUTER_LESSONS, lesson.id)
-            if raw is None and pipe.hlen(keys.ROUTER_LESSONS) >= MAX_LESSONS:
+            known = _parse(pipe.hget(keys.ROUTER_LESSONS, lesson.id))
+            if known is None and pipe.scard(keys.ROUTER_LESSONS_PENDING) >= MAX_LESSONS:
                 return None
-            kept = lesson
-            if raw is not None:
-                known = Lesson.model_validate_json(raw)
-                kept = known.model_copy(update={"seen": known.seen + 1})
+            kept = lesson if known is None else known.model_copy(update={"seen": known.seen + 1})
             pipe.multi()
             pipe.hset(keys.ROUTER_LESSONS, lesson.id, kept.model_dump_json())
+            if kept.status == "pending":
+                pipe.sadd(keys.ROUTER_LESSONS_PENDING, lesson.id)
             return kept
 
         with redis_errors(self.url):
             result: Lesson | None = self.client.transaction(
-                add, keys.ROUTER_LESSONS, value_from_callable=True
+                add, keys.ROUTER_LESSONS, keys.ROUTER_LESSONS_PENDING, value_from_callable=True
             )
         return result
 
@@ -89,8 +92,8 @@ class LessonStore:
         """Lessons (of one status), most often seen first."""
         with redis_errors(self.url):
             raw = self.client.hvals(keys.ROUTER_LESSONS)
-        found = [Lesson.model_validate_json(item) for item in raw]
-        found = [lesson for lesson in found if status is None or lesson.status == status]
+        parsed = (_parse(item) for item in raw)
+        found = [x for x in parsed if x is not None and (status is None or x.status == status)]
         return sorted(found, key=lambda lesson: (-lesson.seen, lesson.first_seen, lesson.id))
 
     def decide(self, ids: list[str], status: Status) -> list[Lesson]:
@@ -133,7 +136,7 @@ class LessonStore:
             pipe.get(keys.ROUTER_LESSONS_VERSION)
             pipe.hvals(keys.ROUTER_LESSONS)
             version, raw = pipe.execute()
-        chosen = [Lesson.model_validate_json(item) for item in raw]
+        chosen = [lesson for item in raw if (lesson := _parse(item)) is not None]
         queries = [
             LabelledQuery(text=lesson.text, label=lesson.label)
             for lesson in sorted(chosen, key=lambda lesson: lesson.id)
@@ -143,11 +146,11 @@ class LessonStore:
 
     def _write(self, ids: list[str], change: Any, extra: Lesson | None = None) -> list[Lesson]:
         def update(pipe: Any) -> list[Lesson]:
-            found = pipe.hmget(keys.ROUTER_LESSONS, ids) if ids else []
-            missing = [i for i, raw in zip(ids, found, strict=True) if raw is None]
+            found = [_parse(raw) for raw in pipe.hmget(keys.ROUTER_LESSONS, ids)] if ids else []
+            missing = [i for i, lesson in zip(ids, found, strict=True) if lesson is None]
             if missing:
                 raise NotFoundError(f"no lesson with id {', '.join(missing)}", param="id")
-            before = [Lesson.model_validate_json(raw) for raw in found]
+            before = [lesson for lesson in found if lesson is not None]
             after = [change(lesson) for lesson in before]
             moved = any(
                 (old.status == "accepted") != (new.status == "accepted")
@@ -156,12 +159,27 @@ class LessonStore:
             pipe.multi()
             for lesson in after + ([extra] if extra else []):
                 pipe.hset(keys.ROUTER_LESSONS, lesson.id, lesson.model_dump_json())
+                if lesson.status == "pending":
+                    pipe.sadd(keys.ROUTER_LESSONS_PENDING, lesson.id)
+                else:
+                    pipe.srem(keys.ROUTER_LESSONS_PENDING, lesson.id)
             if moved or extra is not None:
                 pipe.incr(keys.ROUTER_LESSONS_VERSION)
             return after
 
         with redis_errors(self.url):
             result: list[Lesson] = self.client.transaction(
-                update, keys.ROUTER_LESSONS, value_from_callable=True
+                update, keys.ROUTER_LESSONS, keys.ROUTER_LESSONS_PENDING, value_from_callable=True
             )
         return result
+
+
+def _parse(raw: str | None) -> Lesson | None:
+    """A stored lesson, or None when absent or damaged (logged: one bad entry blocks nothing)."""
+    if raw is None:
+        return None
+    try:
+        return Lesson.model_validate_json(raw)
+    except ValidationError as error:
+        logger.warning("skipping a damaged router lesson: %s", error.errors()[0]["msg"])
+        return None

@@ -84,6 +84,12 @@ class StatsStore:
             )
         return name
 
+    def rating_of(self, response_id: str) -> str | None:
+        """The response's counted rating so far ("up", "down" or None)."""
+        with redis_errors(self.url):
+            value: str | None = self.client.get(keys.rating(response_id))
+        return value
+
     def query_of(self, response_id: str) -> str | None:
         """The routed query behind a recent response (None: pinned, expired or unknown)."""
         with redis_errors(self.url):

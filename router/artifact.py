@@ -179,7 +179,11 @@ def fit_artifact(
         k=k,
     )
     labelled = list(labelled or [])
-    taught = list(zip(*labelled_for(lessons[1], router.index.ids), strict=True))
+    taught = (
+        list(zip(*labelled_for(lessons[1], router.index.ids), strict=True))
+        if method == "linear"
+        else []
+    )
     report = None
     if labelled:
         report = router.fit(*labelled_for(labelled, router.index.ids), target, lessons=taught)
@@ -194,7 +198,7 @@ def fit_artifact(
         encoder_files=encoder_files,
         parent=parent,
         report=report,
-    ).model_copy(update={"lessons_version": lessons[0], "n_lessons": len(lessons[1])})
+    ).model_copy(update={"lessons_version": lessons[0], "n_lessons": len(taught)})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n")
     return router, record

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-RouteMode = Literal["single", "panel", "fallback", "pinned"]
+from router.compound import DecisionPart
+
+RouteMode = Literal["single", "panel", "fallback", "pinned", "compound"]
 
 
 class NearestExample(BaseModel):
@@ -53,6 +55,10 @@ class RouteDecision(BaseModel):
     handed_back: list[HandBack] = Field(
         default_factory=list,
         description="Specialists that were chosen first and handed the query back, in order.",
+    )
+    parts: list[DecisionPart] = Field(
+        default_factory=list,
+        description="In compound mode, the query's parts in order, each with its specialist.",
     )
 
     @property

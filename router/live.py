@@ -122,6 +122,10 @@ class LiveRouter:
     def start(self) -> None:
         """Serve the current artifact, or the frozen encoder when there is none or it is bad."""
         version = None
+        try:
+            self.poll_lessons()  # else the first install would refit for lessons it already has
+        except MeshError as error:
+            logger.warning("cannot read router lessons: %s", error.message)
         if self.store is not None:
             try:
                 version = self.store.current_version()
@@ -154,23 +158,24 @@ class LiveRouter:
             try:
                 record = self.store.get(version)
                 encoder = load_encoder(record.encoder, self.options.home, self.load)
-            except MeshError as error:
+                encoder = encoder or self.frozen_encoder()
+                while True:
+                    examples = self.examples
+                    router = self._new_router(encoder, RouterIndex.build(encoder, examples))
+                    applied = apply_record(router, record)  # ValueError: a head that won't fit
+                    with self._swap:
+                        if self.examples is examples:
+                            self._router, self.record, self.degraded = router, record, False
+                            break
+            except (MeshError, ValueError) as error:
                 self._bad.add(version)
-                why = f"router artifact {version} is unusable: {error.message}"
+                message = error.message if isinstance(error, MeshError) else str(error)
+                why = f"router artifact {version} is unusable: {message}"
                 if self.record is None:
                     self._fall_back(why)
                 else:
                     logger.warning("%s; artifact %s keeps serving", why, self.record.version)
                 return False
-            encoder = encoder or self.frozen_encoder()
-            while True:
-                examples = self.examples
-                router = self._new_router(encoder, RouterIndex.build(encoder, examples))
-                applied = apply_record(router, record)
-                with self._swap:
-                    if self.examples is examples:
-                        self._router, self.record, self.degraded = router, record, False
-                        break
         logger.info(
             "router artifact %s loaded (%s, %s encoder, thresholds %s%s)",
             version,
@@ -231,7 +236,10 @@ class LiveRouter:
         if self.degraded or not self.options.refit or not self.examples:
             return False
         record = self.record
-        taught = self.lessons_version != (record.lessons_version if record else 0)
+        # Lessons train the linear head only: other methods have nothing to refit for them.
+        taught = self.options.method == "linear" and self.lessons_version != (
+            record.lessons_version if record else 0
+        )
         if record is None:  # nothing fitted: an encoder to train or lessons change something
             return self.options.refit_encoder or taught
         return (
@@ -250,6 +258,8 @@ class LiveRouter:
                 examples, installed, base = self.examples, self.installed, self.record
                 index, encoder = self.router.index, self.router.encoder
             digest = examples_digest(examples)
+            lessons = self.lessons.accepted() if self.lessons else (0, [])
+            self.lessons_version = lessons[0]
             files = base.encoder if base else None
             trained_for = files.examples_digest if files else None
             finetune = self.options.finetune if self.options.refit_encoder else None
@@ -271,7 +281,7 @@ class LiveRouter:
                 fallback=self.options.fallback,
                 threshold=self.options.threshold,
                 labelled=base.labelled if base else None,
-                lessons=self.lessons.accepted() if self.lessons else (0, []),
+                lessons=lessons,
                 target=base.operating_point if base else None,
                 finetune=finetune,
                 parent=base.version if base else None,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from registry.router_artifacts import OperatingPoint, TradeOffPoint
 from router.cache import EmbeddingCache
 from router.calibrate import choose, trade_off
+from router.compound import compound_parts, split_parts
 from router.decision import NearestExample, RouteDecision
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.index import RouterIndex
@@ -95,6 +96,7 @@ class Router:
         short_turn: int = 8,
         cache_size: int = 4096,
         explain: int = 2,
+        split_compound: bool = True,
     ) -> None:
         if method not in METHOD_DEFAULTS:
             raise ValueError(f"unknown routing method {method!r}: one of {list(METHOD_DEFAULTS)}")
@@ -111,6 +113,7 @@ class Router:
         self.switch_margin = defaults.switch_margin if switch_margin is None else switch_margin
         self.short_turn = short_turn
         self.explain = explain
+        self.split_compound = split_compound
         self._extra: tuple[np.ndarray, list[str | None]] | None = None
         self._head: tuple[list[str], LinearHead] | None = None
         self.index = index
@@ -211,6 +214,7 @@ class Router:
             short_turn=self.short_turn,
             cache_size=0,
             explain=self.explain if explain is None else explain,
+            split_compound=self.split_compound,
         )
         twin.cache = self.cache
         if fitted:
@@ -225,7 +229,8 @@ class Router:
 
     def use_head(self, names: list[str], head: LinearHead) -> None:
         """Serve a head trained earlier while the index has exactly these specialists."""
-        dims_differ = self.index.dim and head.weights.shape[0] != self.index.dim
+        # An index with no specialists yet (a router starting up) has no dimension to check.
+        dims_differ = self.index.names and head.weights.shape[0] != self.index.dim
         if head.n_specialists != len(names) or dims_differ:
             raise ValueError(
                 f"head of shape {head.weights.shape} does not fit {len(names)} specialists "
@@ -281,7 +286,43 @@ class Router:
             thread = self._thread(view, turns, rows)
             words = len(text.split())
             decisions.append(self._decide(view, rows[text], pin, thread, queries[text], words))
+        if self.split_compound:
+            decisions = self._compound(view, [t for _, t in current], decisions)
         return decisions
+
+    def _compound(
+        self, view: _View, texts: list[str], decisions: list[RouteDecision]
+    ) -> list[RouteDecision]:
+        """Turn a decision into a compound one when its query joins requests that different
+        specialists own (`router.compound`); one encoder call for every piece of the batch."""
+        splits = {
+            i: pieces
+            for i, (text, decision) in enumerate(zip(texts, decisions, strict=True))
+            if decision.mode in ("single", "fallback")
+            and decision.follow_up_of is None
+            and len(pieces := split_parts(text)) > 1
+        }
+        if not splits:
+            return decisions
+        unique = list(dict.fromkeys(p for pieces in splits.values() for p in pieces))
+        rows = dict(zip(unique, view.scorer.scores(self.embed(unique)), strict=True))
+        out = list(decisions)
+        for i, pieces in splits.items():
+            scored = []
+            for piece in pieces:
+                row = rows[piece]
+                best = int(np.argmax(row))
+                name = view.index.names[best]
+                # The fallback owns "thanks" and "please": a piece of its own splits nothing.
+                owns = float(row[best]) >= float(view.cuts[best]) and name != self.fallback
+                scored.append((piece, name if owns else None, float(row[best])))
+            parts = compound_parts(scored)
+            if parts is not None:
+                order = ", ".join(f"'{p.text}' -> {p.specialist}" for p in parts)
+                out[i] = decisions[i].model_copy(
+                    update={"mode": "compound", "parts": parts, "reason": f"compound: {order}"}
+                )
+        return out
 
     def _thread(
         self, view: _View, turns: list[tuple[str | None, str]], rows: dict[str, np.ndarray]

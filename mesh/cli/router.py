@@ -475,7 +475,7 @@ def review_command(
     if changed:
         typer.echo(
             f"{changed} lesson(s) updated; accepted lessons at version {version}: a running "
-            "mesh refits its router within seconds"
+            "mesh with the linear router refits within seconds (unless MESH_ROUTER_REFIT=false)"
         )
     typer.echo(f"{len(shown)} {status} lesson(s)")
     for lesson in shown:

@@ -124,3 +124,59 @@ def test_the_live_router_refits_on_accepted_lessons(registry: Registry, tmp_path
     assert not live.stale()
     assert live.router.route("python story").chosen == "writing" != before
     assert lesson_id("python story", "writing") in {x.id for x in registry.lessons.lessons()}
+
+
+def test_the_cap_counts_pending_lessons_only(
+    lessons: LessonStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registry import router_lessons
+
+    monkeypatch.setattr(router_lessons, "MAX_LESSONS", 2)
+    first = lessons.propose("python code one", "code", "pin")
+    second = lessons.propose("python code two", "code", "pin")
+    assert first and second
+    assert lessons.propose("python code three", "code", "pin") is None  # full
+    assert lessons.propose("python code one", "code", "pin") is not None  # a sighting still counts
+    lessons.decide([first.id], "rejected")
+    assert lessons.propose("python code three", "code", "pin") is not None  # room again
+
+
+def test_a_damaged_lesson_is_skipped_not_fatal(registry: Registry) -> None:
+    registry.lessons.correct("a story poem", "writing")
+    registry.client.hset("mesh:router:lessons", "broken", "{not json")
+    assert [x.text for x in registry.lessons.lessons()] == ["a story poem"]
+    assert registry.lessons.accepted()[1][0].text == "a story poem"
+
+
+def live_router(registry: Registry, home: Path, method: str) -> LiveRouter:
+    store = RouterArtifactStore(registry.client, registry.url)
+    options = LiveRouterOptions(home=home, fallback="general", method=method, refit_delay_s=0)  # type: ignore[arg-type]
+    live = LiveRouter(options, store=store, lessons=registry.lessons, frozen=BagOfWordsEncoder)
+    live.start()
+    return live
+
+
+def test_a_restart_with_a_linear_artifact_serves_it_without_refitting(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A linear head is loaded before any specialist is indexed (it used to fail the start on
+    the empty index's dimension), and lessons fitted already do not refit again."""
+    first = live_router(registry, tmp_path, "linear")
+    first.update(INSTALLED, EXAMPLES)
+    registry.lessons.correct("python story", "writing")
+    first.poll_lessons()
+    assert first.refit()
+    restarted = live_router(registry, tmp_path, "linear")
+    assert restarted.record == first.record and not restarted.degraded
+    restarted.update(INSTALLED, EXAMPLES)
+    assert not restarted.stale()
+    assert restarted.router.route("python story").chosen == "writing"
+
+
+def test_methods_without_a_head_do_not_refit_for_lessons(
+    registry: Registry, tmp_path: Path
+) -> None:
+    live = live_router(registry, tmp_path, "knn")
+    live.update(INSTALLED, EXAMPLES)
+    registry.lessons.correct("python story", "writing")
+    assert live.poll_lessons() == 1 and not live.stale()
