@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from mesh import artifact_api, store_api
+from mesh.compound import answer_parts
 from mesh.controller import LiveView
 from mesh.errors import as_mesh_error, error_response, install_error_handlers
 from mesh.fair_share import FairShare
@@ -78,6 +79,16 @@ def _hand_back_events(decision: RouteDecision) -> list[dict[str, Any]]:
         TraceEvent(from_=h.name, to=names[i + 1], hop=0, kind="hand_back", note=h.reason).dump()
         for i, h in enumerate(decision.handed_back)
     ]
+
+
+def _why_whole(body: ChatCompletionRequest, decision: RouteDecision, live: set[str]) -> str | None:
+    """Why a compound decision is answered by one specialist after all (None: it is not)."""
+    if body.choices > 1:
+        return "n > 1"
+    if body.mesh is not None and body.mesh.panel:
+        return "a panel was requested"
+    gone = [p.specialist for p in decision.parts if p.specialist not in live]
+    return f"{', '.join(gone)} not live" if gone else None
 
 
 def _choices(call: SpecialistRequest, n: int) -> list[SpecialistRequest]:
@@ -191,6 +202,12 @@ class Gateway:
             seed=body.seed,
         )
         live = set(self.follower.view.specialists)
+        if decision.mode == "compound":
+            whole = _why_whole(body, decision, live)
+            if whole is None:
+                return await self._compound(body, decision, params, release, response_id, state)
+            reason = f"{decision.reason}; answered whole: {whole}"
+            decision = decision.model_copy(update={"mode": "single", "parts": [], "reason": reason})
         members = panel_members(body.mesh, decision, live)
         if body.choices > 1 and members:  # n choices come from the top specialist alone
             members = []
@@ -275,6 +292,61 @@ class Gateway:
                 model=manifest.name,
                 choices=[(result.text, result.finish_reason) for result in results],
                 usage=usage,
+                mesh=info,
+            )
+        )
+
+    async def _compound(
+        self,
+        body: ChatCompletionRequest,
+        decision: RouteDecision,
+        params: GenerationParams,
+        release: Callable[[], None],
+        response_id: str,
+        state: ContextState,
+    ) -> JSONResponse | StreamingResponse:
+        """Each part to its own specialist, in order (`mesh.compound`); one answer."""
+        view = self.follower.view
+        first = view.specialists[decision.parts[0].specialist]
+        info = MeshInfo(specialist=first.name, version=first.version, decision=decision, trace=[])
+        recorded = self.usage.start(first.name, routed=True, response_id=response_id)
+
+        def finish(failed: bool | None) -> None:
+            recorded(bool(failed))
+            release()
+
+        parts = answer_parts(state, decision.parts, set(view.specialists), params.max_tokens)
+        if body.stream:
+            return StreamingResponse(
+                sse_stream(
+                    parts,
+                    info,
+                    response_id,
+                    first.name,
+                    finish,
+                    lambda: None,
+                    include_usage=body.include_usage,
+                ),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        pieces: list[str] = []
+        tokens = 0
+        try:
+            async for _, delta in parts:
+                pieces.append(delta.text)
+                info.trace.extend(event.dump() for event in delta.trace)
+                tokens += delta.completion_tokens
+        except Exception as error:
+            finish(True)
+            raise as_mesh_error(error) from None
+        finish(False)
+        return JSONResponse(
+            completion_body(
+                id=response_id,
+                model=first.name,
+                choices=[("".join(pieces), "stop")],
+                usage=Usage.of_choices([(0, tokens)]),
                 mesh=info,
             )
         )

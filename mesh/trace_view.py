@@ -29,7 +29,7 @@ def trace_root(mesh_info: dict[str, Any]) -> str:
     """Where a response's trace tree starts: the gateway for a panel, the first specialist
     that handed the query back, else the specialist that answered."""
     decision = mesh_info["decision"]
-    if decision["mode"] == "panel":
+    if decision["mode"] in ("panel", "compound"):  # the mesh itself asked every member
         return "mesh"
     handed = decision.get("handed_back") or []
     return str(handed[0]["name"]) if handed else str(mesh_info["specialist"])
@@ -41,6 +41,14 @@ def handed_back_note(decision: dict[str, Any]) -> str:
         f"; handed back by {h['name']}: {short(h['reason'])}"
         for h in decision.get("handed_back") or []
     )
+
+
+def decision_note(decision: dict[str, Any]) -> str:
+    """Hand-backs, and for a compound question which specialist answered which part."""
+    parts = "".join(
+        f"; '{short(p['text'], 30)}' -> {p['specialist']}" for p in decision.get("parts") or []
+    )
+    return parts + handed_back_note(decision)
 
 
 def short(text: str, limit: int = 60) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mesh.client import MeshClient
-from mesh.trace_view import handed_back_note, render_trace, trace_root
+from mesh.trace_view import decision_note, render_trace, trace_root
 from registry.errors import MeshError
 from ui.app import public_message
 
@@ -31,7 +31,7 @@ def attribution(mesh_info: dict[str, Any]) -> str:
     """The footer under each answer: who answered, how they were chosen, with what scores."""
     decision = mesh_info["decision"]
     scores = ", ".join(f"{t['name']} {t['score']:.2f}" for t in decision["targets"])
-    handed = escape_markdown(handed_back_note(decision))
+    handed = escape_markdown(decision_note(decision))
     return (
         f"{FOOTER}*answered by **{mesh_info['specialist']}** "
         f"({decision['mode']}; scores: {scores or 'n/a'}{handed})*"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mesh.cli.app import JsonFlag, UrlOption, app, gateway_client, load_settings
-from mesh.trace_view import handed_back_note, render_trace, trace_root
+from mesh.trace_view import decision_note, render_trace, trace_root
 
 
 @app.command()
@@ -48,7 +48,7 @@ def ask(
     decision = mesh_info["decision"]
     score = decision["targets"][0]["score"] if decision["targets"] else 0.0
     who = f"{mesh_info['specialist']}@{mesh_info['version']}"
-    handed = handed_back_note(decision)
+    handed = decision_note(decision)
     typer.echo(f"\n-- {who} ({decision['mode']}, score {score:.2f}{handed})", err=True)
     if trace:
         typer.echo(render_trace(trace_root(mesh_info), mesh_info.get("trace", [])))

@@ -138,6 +138,39 @@ def test_a_pinned_tool_answers_with_its_decline(
     assert info["decision"]["handed_back"] == []
 
 
+COMPOUND = "What is 17*23? Then write a haiku about it."
+
+
+def test_a_compound_question_is_answered_part_by_part(client: openai.OpenAI) -> None:
+    """Each part goes to its own specialist, in order, and the parts are traced."""
+    completion = client.chat.completions.create(
+        model="mesh", messages=[{"role": "user", "content": COMPOUND}], **SHORT
+    )
+    info = _mesh_info(completion)
+    decision = info["decision"]
+    assert decision["mode"] == "compound", decision["reason"]
+    assert [p["specialist"] for p in decision["parts"]] == ["math", "writing"]
+    assert [p["text"] for p in decision["parts"]] == ["What is 17*23?", "write a haiku about it."]
+    answer = completion.choices[0].message.content or ""
+    first, _, second = answer.partition("\n\n")
+    assert "391" in first and second.strip()
+    parts = [e for e in info["trace"] if e["kind"] == "part"]
+    assert [e["to"] for e in parts] == ["math", "writing"]
+    assert "391" in parts[1]["content"]  # the haiku part saw the first answer, as data
+
+    stream = client.chat.completions.create(
+        model="mesh", messages=[{"role": "user", "content": COMPOUND}], stream=True, **SHORT
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert "391" in text.partition("\n\n")[0]
+
+    alone = client.chat.completions.create(
+        model="mesh", messages=[{"role": "user", "content": COMPOUND}], n=2, **SHORT
+    )
+    whole = _mesh_info(alone)["decision"]
+    assert whole["mode"] == "single" and "answered whole: n > 1" in whole["reason"]
+
+
 def test_router_status_shows_what_serves(mesh: RunningMesh) -> None:
     """`GET /v1/router` (what the UI's Mesh tab shows): no artifact yet, so frozen defaults."""
     status = httpx.get(f"{mesh.base_url}/v1/router", timeout=30).json()
