@@ -26,6 +26,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+BIND_FAILURE = "Failed to bind to address"
+BIND_ATTEMPTS = 3
+
+
 @dataclass
 class MeshProcess:
     base_url: str
@@ -83,6 +87,26 @@ class MeshProcess:
 def running_mesh(
     home: Path, *, env: dict[str, str] | None = None, ui: bool = True, timeout_s: float = 900
 ) -> Iterator[MeshProcess]:
+    """`mesh up` on a free port until ready; stopped (Ctrl-C) on exit. A port taken by another
+    process between choosing and binding it (Ray's own workers pick ports too) is retried on
+    a new port: it says nothing about the mesh."""
+    for attempt in range(BIND_ATTEMPTS):
+        mesh = _launch(home, env, ui)
+        try:
+            mesh.wait_ready(timeout_s)
+        except RuntimeError:
+            mesh.stop()
+            if attempt + 1 < BIND_ATTEMPTS and BIND_FAILURE in mesh.log_tail(200):
+                continue
+            raise
+        break
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def _launch(home: Path, env: dict[str, str] | None, ui: bool) -> MeshProcess:
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home / "mesh-up.log"
@@ -100,9 +124,4 @@ def running_mesh(
     log.chmod(0o600)
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=child_env, stdout=out, stderr=subprocess.STDOUT)
-    mesh = MeshProcess(f"http://127.0.0.1:{port}", home, process, log, dict(env or {}))
-    try:
-        mesh.wait_ready(timeout_s)
-        yield mesh
-    finally:
-        mesh.stop()
+    return MeshProcess(f"http://127.0.0.1:{port}", home, process, log, dict(env or {}))
