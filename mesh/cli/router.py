@@ -238,6 +238,13 @@ def fit_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     oos_recall: OosRecallOption = None,
     precision: PrecisionOption = None,
+    balanced: Annotated[
+        bool,
+        typer.Option(
+            "--balanced",
+            help="Operating point: balanced again (clears a target stored by an earlier fit).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the router: fine-tune its encoder (contrastive, SetFit-style) and its thresholds.
@@ -259,6 +266,12 @@ def fit_command(
         raise InvalidRequestError("--no-finetune is for store mode: drop --examples and --out")
     settings = FinetuneSettings(steps=steps, seed=seed)
     target = _target(oos_recall, precision)
+    if balanced:
+        if target is not None:
+            raise InvalidRequestError("--balanced goes without --oos-recall and --precision")
+        from registry.router_artifacts import OperatingPoint
+
+        target = OperatingPoint()
 
     def progress(step: int, loss: float) -> None:
         if not as_json and (step % 10 == 0 or step == steps):

@@ -183,6 +183,13 @@ def test_fit_against_the_store(mesh_env: tuple[Registry, Path], tmp_path: Path) 
     assert record.operating_point.oos_recall == 0.5 and len(record.trade_off) > 1
     assert second.operating_point == record.operating_point  # kept for the refit
     assert second.head.rejects  # the labelled out-of-scope queries became its last class
+    both = runner.invoke(router_app, ["fit", "--no-finetune", "--balanced", "--precision", "0.9"])
+    assert both.exit_code == 1 and "--balanced goes without" in both.output
+    cleared = runner.invoke(router_app, ["fit", "--no-finetune", "--balanced"])
+    assert cleared.exit_code == 0, cleared.output
+    third = store.current()
+    assert third is not None and third.operating_point.oos_recall is None
+    assert third.operating_point.precision is None and third.parent == second.version
 
 
 @pytest.mark.parametrize(
