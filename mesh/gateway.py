@@ -39,7 +39,7 @@ from mesh.protocol import (
     embedding_body,
 )
 from mesh.settings import MeshSettings
-from mesh.sse import interleaved, sse_stream
+from mesh.sse import interleaved, sse_response, sse_stream
 from mesh.store_api import StoreService
 from mesh.usage import UsageRecorder
 from registry import (
@@ -317,7 +317,7 @@ class Gateway:
 
         parts = answer_parts(state, decision.parts, set(view.specialists), params.max_tokens)
         if body.stream:
-            return StreamingResponse(
+            return sse_response(
                 sse_stream(
                     parts,
                     info,
@@ -326,9 +326,7 @@ class Gateway:
                     finish,
                     lambda: None,
                     include_usage=body.include_usage,
-                ),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
             )
         pieces: list[str] = []
         tokens = 0
@@ -533,7 +531,7 @@ class Gateway:
                 raise mapped from None
             finish(True)
             return error_response(mapped)
-        return StreamingResponse(
+        return sse_response(
             sse_stream(
                 interleaved(streams, firsts),
                 info,
@@ -543,9 +541,7 @@ class Gateway:
                 cancel,
                 choices=len(streams),
                 include_usage=include_usage,
-            ),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         )
 
     def _bounds(self, options: MeshOptions | None) -> Bounds:

@@ -11,6 +11,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
+from fastapi.responses import StreamingResponse
+
 from mesh.errors import as_mesh_error
 from mesh.protocol import MeshInfo, Usage, chunk_body, error_body
 from registry.errors import MeshError
@@ -114,6 +116,15 @@ async def interleaved(
     finally:
         for task in tasks:
             task.cancel()
+
+
+def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+    """The HTTP response around SSE `events`: no caching, no proxy buffering."""
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def sse_event(body: dict[str, Any]) -> str:

@@ -52,6 +52,23 @@ def lesson_id(text: str, label: str | None) -> str:
     return hashlib.sha256(f"{text}\0{label or ''}".encode()).hexdigest()[:12]
 
 
+def new_lesson(
+    text: str, label: str | None, source: Source, status: Status = "pending"
+) -> Lesson | None:
+    """A lesson seen now for the stripped `text`; None when that is empty or too long."""
+    text = text.strip()
+    if not text or len(text) > MAX_TEXT_CHARS:
+        return None
+    return Lesson(
+        id=lesson_id(text, label),
+        text=text,
+        label=label,
+        source=source,
+        status=status,
+        first_seen=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
 class LessonStore:
     def __init__(self, client: Any, url: str = "redis") -> None:
         self.client = client
@@ -60,16 +77,9 @@ class LessonStore:
     def propose(self, text: str, label: str | None, source: Source) -> Lesson | None:
         """Add a pending lesson, or count one more sighting of it; None when it is not kept
         (empty or too long a text, or the store full)."""
-        text = text.strip()
-        if not text or len(text) > MAX_TEXT_CHARS:
+        lesson = new_lesson(text, label, source)
+        if lesson is None:
             return None
-        lesson = Lesson(
-            id=lesson_id(text, label),
-            text=text,
-            label=label,
-            source=source,
-            first_seen=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
 
         def add(pipe: Any) -> Lesson | None:
             known = _parse(pipe.hget(keys.ROUTER_LESSONS, lesson.id))
@@ -103,19 +113,11 @@ class LessonStore:
     def correct(self, text: str, label: str | None, replaces: str | None = None) -> Lesson:
         """An operator's own lesson, accepted at once; `replaces` (a lesson id) is rejected in
         the same transaction, which is how a wrong proposal is relabelled."""
-        text = text.strip()
-        if not text or len(text) > MAX_TEXT_CHARS:
+        lesson = new_lesson(text, label, "correction", "accepted")
+        if lesson is None:
             raise InvalidRequestError(
                 f"a lesson's text must have 1 to {MAX_TEXT_CHARS} characters", param="text"
             )
-        lesson = Lesson(
-            id=lesson_id(text, label),
-            text=text,
-            label=label,
-            source="correction",
-            status="accepted",
-            first_seen=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
         reject = [replaces] if replaces else []
         self._write(
             reject,

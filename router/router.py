@@ -410,11 +410,15 @@ class Router:
     def teach(self, lessons: Sequence[tuple[str, str | None]]) -> None:
         """Train the linear head on `lessons` too, thresholds untouched (no calibration set)."""
         if self.method == "linear" and lessons:
-            vectors, labels = self._lesson_rows(lessons)
-            names = self.index.names
-            self._extra = (vectors, [None if i < 0 else names[i] for i in labels])
-            self._head = None
-            self._view = None
+            self._learn(*self._lesson_rows(lessons))
+
+    def _learn(self, vectors: np.ndarray, columns: np.ndarray) -> None:
+        """Keep labelled rows (column ids, -1 = out of scope) for the head, by name so that
+        they follow an index swap; the head retrains on the next view."""
+        names = self.index.names
+        self._extra = (vectors, [None if i < 0 else names[i] for i in columns])
+        self._head = None
+        self._view = None
 
     def _ids(self, labels: Sequence[str | None], n: int) -> list[int | None]:
         if len(labels) != n:
@@ -432,8 +436,7 @@ class Router:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Lessons as (vectors, column ids; -1 = out of scope)."""
         ids = self._ids([label for _, label in lessons], len(lessons))
-        labels = np.array([-1 if i is None else i for i in ids], dtype=int)
-        return self._vectors([text for text, _ in lessons]), labels
+        return self._vectors([text for text, _ in lessons]), _columns(ids)
 
     def _fit_linear(
         self,
@@ -444,9 +447,8 @@ class Router:
         """Out-of-fold scores for every labelled row: the head learns from the in-scope rows
         and, as its "none of them" class, from the out-of-scope ones; `lessons` train every
         fold and are never scored."""
-        names = self.index.names
-        labels = np.array([-1 if i is None else i for i in ids], dtype=int)
-        scores = np.zeros((len(vectors), len(names)), dtype=np.float32)
+        labels = _columns(ids)
+        scores = np.zeros((len(vectors), len(self.index.names)), dtype=np.float32)
         folds = np.arange(len(vectors)) % FOLDS
         taught_vectors, taught_labels = lessons
         for fold in range(FOLDS):
@@ -459,13 +461,9 @@ class Router:
                 scores[held] = build_scorer("linear", self.index, self.k, extra).scores(
                     vectors[held]
                 )
-        every = np.concatenate([labels, taught_labels])
-        self._extra = (
-            np.concatenate([vectors, taught_vectors]),
-            [None if i < 0 else names[i] for i in every],
+        self._learn(
+            np.concatenate([vectors, taught_vectors]), np.concatenate([labels, taught_labels])
         )
-        self._head = None
-        self._view = None
         return scores
 
     def _extra_ids(self, index: RouterIndex) -> tuple[np.ndarray, np.ndarray] | None:
@@ -477,6 +475,11 @@ class Router:
         keep = [i for i, name in enumerate(labels) if name is None or name in index.ids]
         ids = np.array([-1 if (name := labels[i]) is None else index.ids[name] for i in keep])
         return vectors[keep], ids
+
+
+def _columns(ids: Sequence[int | None]) -> np.ndarray:
+    """Specialist ids as head columns: -1 for out of scope."""
+    return np.array([-1 if i is None else i for i in ids], dtype=int)
 
 
 def _text(content: Any) -> str:

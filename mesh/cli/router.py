@@ -67,12 +67,18 @@ PrecisionOption = Annotated[
 ]
 
 
-def _target(oos_recall: float | None, precision: float | None) -> OperatingPoint | None:
+def _target(
+    oos_recall: float | None, precision: float | None, balanced: bool = False
+) -> OperatingPoint | None:
     """The operating point asked for on the command line (None: keep the default or stored)."""
     from pydantic import ValidationError
 
     from registry.router_artifacts import OperatingPoint
 
+    if balanced:
+        if oos_recall is not None or precision is not None:
+            raise InvalidRequestError("--balanced goes without --oos-recall and --precision")
+        return OperatingPoint()
     if oos_recall is None and precision is None:
         return None
     try:
@@ -265,13 +271,7 @@ def fit_command(
     if examples is not None and not finetune:
         raise InvalidRequestError("--no-finetune is for store mode: drop --examples and --out")
     settings = FinetuneSettings(steps=steps, seed=seed)
-    target = _target(oos_recall, precision)
-    if balanced:
-        if target is not None:
-            raise InvalidRequestError("--balanced goes without --oos-recall and --precision")
-        from registry.router_artifacts import OperatingPoint
-
-        target = OperatingPoint()
+    target = _target(oos_recall, precision, balanced)
 
     def progress(step: int, loss: float) -> None:
         if not as_json and (step % 10 == 0 or step == steps):
@@ -468,7 +468,7 @@ def review_command(
             changed += len(lessons.decide(list(accept), "accepted"))
         if reject:
             changed += len(lessons.decide(list(reject), "rejected"))
-        known = {lesson.id: lesson for lesson in lessons.lessons()}
+        known = {lesson.id: lesson for lesson in lessons.lessons()} if relabel else {}
         for item in relabel or []:
             lesson_id, _, name = item.partition("=")
             if lesson_id not in known:
