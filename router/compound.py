@@ -47,12 +47,12 @@ def split_parts(text: str) -> list[str]:
     pieces: list[str] = []
     for sentence in _SENTENCE.split(text.strip()):
         pieces.extend(_JOINER.split(sentence))
-    cleaned = [_LEADING.sub("", piece).strip() for piece in pieces if piece.strip()]
+    cleaned = [kept for piece in pieces if (kept := _LEADING.sub("", piece).strip())]
     merged: list[str] = []
     for piece in cleaned:
         if merged and (len(piece.split()) < MIN_WORDS or len(merged[-1].split()) < MIN_WORDS):
             merged[-1] = f"{merged[-1]} {piece}"
-        elif piece:
+        else:
             merged.append(piece)
     if len(merged) > MAX_PARTS:
         merged = [*merged[: MAX_PARTS - 1], " ".join(merged[MAX_PARTS - 1 :])]

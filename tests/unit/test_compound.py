@@ -30,6 +30,7 @@ from tests.unit.test_router import EXAMPLES, BagOfWordsEncoder
         ),
         ("play rock and roll please", ["play rock and roll please"]),  # a bare "and" is no cut
         ("Wake me up at 7. Thanks", ["Wake me up at 7. Thanks"]),  # a short piece stays
+        ("set an alarm for 7am. Then", ["set an alarm for 7am."]),  # a bare joiner is dropped
         ("", [""]),
     ],
 )
