@@ -205,6 +205,17 @@ def test_fit_errors_exit_1(mesh_env: tuple[Registry, Path], args: list[str], mes
     assert message in result.output
 
 
+def test_fit_refuses_a_wrong_token_and_an_owners_token(mesh_env: tuple[Registry, Path]) -> None:
+    """Fitting (and choosing the operating point) is the operator's: nothing is saved else."""
+    registry, _ = mesh_env
+    owner = registry.tokens.create("someone")
+    for token, message in (("wrong-token", "not valid"), (owner, "not an owner's token")):
+        args = ["fit", "--no-finetune", "--oos-recall", "0.9"]
+        refused = runner.invoke(router_app, args, env={"MESH_TOKEN": token})
+        assert refused.exit_code == 1 and message in refused.output, refused.output
+    assert RouterArtifactStore(registry.client, registry.url).current() is None
+
+
 def test_fit_with_nothing_installed_says_what_to_do(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
