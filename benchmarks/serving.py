@@ -11,13 +11,17 @@ Same base model (SmolLM2-135M, the catalog's `general` specialist), same prompts
   engines    -- for every engine of --engines: the engine alone in this process (concurrency 1
                 and 8, through its `stream` contract) and through the mesh (concurrency 1 and 8)
                 as a copy of `general` published with that engine (`bench-<engine>`)
+  grammar    -- for every engine alone that supports grammars: the same batch of 8 rows, 64
+                tokens each, with a json_schema grammar and without, alternated: constrained
+                decoding's per-token overhead (tokens/s, decode ms per token, and the grammar's
+                own calls in the decode loop, timed)
 Every figure is the median of --repeats runs. Prints one JSON object: {"direct", "scheduler",
-"mesh": {"1": ...}, "engines": {"<name>": {"alone": {...}, "alone_8": {...}, "mesh": {"1": ...,
-"8": ...}}}, "ratios", "settings"}; each inner object has tokens_per_s, requests_per_s, p50_ms,
-p95_ms, ttft_p50_ms. Usage:
+"mesh": {"1": ...}, "engines": {"<name>": {"alone": {...}, "alone_8": {...}, "grammar": {"free":
+{...}, "json_schema": {...}, ...}, "mesh": {"1": ..., "8": ...}}}, "ratios", "settings"}; each
+inner object has tokens_per_s, requests_per_s, p50_ms, p95_ms, ttft_p50_ms. Usage:
 
     python benchmarks/serving.py [--url URL --token ADMIN] [--engines transformers,onnx]
-                                 [--requests 16] [--max-tokens 96] [--repeats 3]
+                                 [--requests 16] [--max-tokens 96] [--repeats 3] [--no-grammar]
 
 Without --url it starts its own mesh (`mesh up` on a free port, temporary MESH_HOME).
 """
@@ -32,7 +36,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +200,160 @@ def bench_baseline(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     return median_of(runs)
 
 
+# -- constrained decoding's per-token overhead: one batch with a grammar and without ------------
+GRAMMAR_ROWS = 8
+# SmolLM2's free (greedy) answers to these prompts all run past GRAMMAR_MAX_TOKENS, and the
+# schema cannot be complete within it (16 people at least): every row of both batches decodes
+# exactly max_tokens, so the two differ only by the grammar.
+GRAMMAR_MAX_TOKENS = 64
+GRAMMAR_TOPICS = (
+    "a heist",
+    "a space voyage",
+    "a small bakery",
+    "a football team",
+    "a haunted house",
+    "a hospital",
+    "a rock band",
+    "a school trip",
+)
+GRAMMAR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "people": {
+            "type": "array",
+            "minItems": 16,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": 40},
+                    "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                    "city": {"type": "string"},
+                    "role": {"enum": ["engineer", "teacher", "doctor", "artist", "other"]},
+                    "hobbies": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+                },
+                "required": ["name", "age", "city", "role", "hobbies"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["people"],
+    "additionalProperties": False,
+}
+
+
+@contextmanager
+def timed_constraints() -> Iterator[dict[str, list[float]]]:
+    """While open, how long each grammar call of the decode loop takes (seconds per call):
+    `start` (a row's grammar, once), `allowed` (its token mask as booleans), `restrict` (the
+    mask applied to the logits: the onnx engine; `allowed` included), `accept` (one token)."""
+    from specialists.grammar import GrammarCompiler, TokenConstraint
+
+    calls = {
+        "start": GrammarCompiler,
+        "allowed": TokenConstraint,
+        "restrict": TokenConstraint,
+        "accept": TokenConstraint,
+    }
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    originals = {name: getattr(owner, name) for name, owner in calls.items()}
+
+    def timed(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            begin = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                times[name].append(time.perf_counter() - begin)
+
+        return call
+
+    for name, owner in calls.items():
+        setattr(owner, name, timed(name, originals[name]))
+    try:
+        yield times
+    finally:
+        for name, owner in calls.items():
+            setattr(owner, name, originals[name])
+
+
+def bench_grammar(
+    engine: Any,
+    rows: int = GRAMMAR_ROWS,
+    max_tokens: int = GRAMMAR_MAX_TOKENS,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """`rows` requests at once (one batch), greedy, `max_tokens` each, all held to a
+    json_schema grammar ("json_schema") or none ("free"), the two alternated `repeats` times
+    (medians); the same prompts both ways. `decode_ms_per_token` is each row's (latency - TTFT)
+    / (tokens - 1), its median over rows: the batch's step time as one row sees it, grammar
+    included. `constraint_us` times the grammar's own calls in the decode loop (medians per
+    call; `start_ms` per request), and `constraint_share_of_step_pct` is what they add to a
+    step: rows x (the mask applied + accept) / the step."""
+    from specialists.engine import ChatMessage, EngineRequest, GenerationParams
+    from specialists.grammar import Grammar
+
+    grammar = Grammar(kind="json_schema", schema=GRAMMAR_SCHEMA)
+
+    async def one(i: int, constrained: bool) -> Sample:
+        prompt = (
+            f"Invent eight characters for a story about {GRAMMAR_TOPICS[i % len(GRAMMAR_TOPICS)]}."
+            " Give each a name, age, city, role and hobbies, as JSON."
+        )
+        params = GenerationParams.merge(
+            engine.manifest.generation,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            grammar=grammar if constrained else None,
+        )
+        request = EngineRequest(messages=[ChatMessage(role="user", content=prompt)], params=params)
+        begin = time.perf_counter()
+        first, tokens = None, 0
+        async for delta in engine.stream(request):
+            if first is None and delta.text:
+                first = time.perf_counter()
+            tokens = delta.completion_tokens or tokens
+        end = time.perf_counter()
+        return Sample(end - begin, (first or end) - begin, tokens)
+
+    async def batch(constrained: bool) -> dict[str, Any]:
+        started = time.perf_counter()
+        samples = await asyncio.gather(*(one(i, constrained) for i in range(rows)))
+        summary = summarize(list(samples), time.perf_counter() - started)
+        per_token = [
+            (s.latency_s - s.ttft_s) / (s.tokens - 1) * 1000 for s in samples if s.tokens > 1
+        ]
+        summary["decode_ms_per_token"] = round(statistics.median(per_token), 3)
+        summary["min_tokens"] = min(s.tokens for s in samples)
+        return summary
+
+    asyncio.run(batch(True))  # warm-up: the tokenizer as the grammar engine reads it, caches
+    runs: dict[str, list[dict[str, Any]]] = {"free": [], "json_schema": []}
+    with timed_constraints() as times:
+        for r in range(repeats):  # alternated, and in turn first: drift hits both alike
+            for with_grammar in (False, True) if r % 2 == 0 else (True, False):
+                key = "json_schema" if with_grammar else "free"
+                runs[key].append(asyncio.run(batch(with_grammar)))
+    free, constrained = median_of(runs["free"]), median_of(runs["json_schema"])
+    calls = {name: statistics.median(t) * 1e6 for name, t in times.items() if t}
+    start_us = calls.pop("start", 0.0)
+    per_row_token = calls.get("restrict", calls.get("allowed", 0.0)) + calls.get("accept", 0.0)
+    return {
+        "rows": rows,
+        "max_tokens": max_tokens,
+        "free": free,
+        "json_schema": constrained,
+        "per_token_overhead_pct": round(
+            100 * (constrained["decode_ms_per_token"] / free["decode_ms_per_token"] - 1), 1
+        ),
+        "tokens_per_s_ratio": round(constrained["tokens_per_s"] / free["tokens_per_s"], 3),
+        "constraint_us": {name: round(us, 1) for name, us in calls.items()},
+        "start_ms": round(start_us / 1000, 2),
+        "constraint_share_of_step_pct": round(
+            100 * rows * per_row_token / (constrained["decode_ms_per_token"] * 1000), 2
+        ),
+    }
+
+
 # -- the scheduler in-process: continuous versus static -------------------------------------
 def bench_scheduler(engine: Any, requests: int, max_tokens: int, continuous: bool) -> dict:
     from specialists.engine import ChatMessage
@@ -309,6 +468,8 @@ def run(args: argparse.Namespace, base_url: str, token: str) -> dict[str, Any]:
                 ),
                 "alone_8": median_of([bench_alone(engine, 8, 32, args.max_tokens) for _ in repeat]),
             }
+            if not args.no_grammar and engine.capabilities.grammars:
+                entry["grammar"] = bench_grammar(engine, repeats=args.repeats)
             if name == "transformers":
                 same = REPLICA_THREADS == BASELINE_THREADS  # then "alone" is the baseline
                 baseline = entry["alone"] if same else bench_baseline(engine, args)
@@ -393,12 +554,15 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
             row["mesh_c1_over_baseline_tokens_per_s"] = round(
                 mesh["1"]["tokens_per_s"] / report["baseline"]["tokens_per_s"], 2
             )
+        if "grammar" in entry:
+            row["grammar_per_token_overhead_pct"] = entry["grammar"]["per_token_overhead_pct"]
         engines[name] = row
     out["engines"] = engines
     return out
 
 
 def main() -> None:
+    global REPLICA_THREADS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running mesh; default: start one")
     parser.add_argument("--token", help="with --url: the mesh's admin token (to publish)")
@@ -411,6 +575,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", help="converted models (default: a temporary folder)")
     parser.add_argument("--no-scheduler", action="store_true", help="skip the in-process part")
     parser.add_argument(
+        "--no-grammar", action="store_true", help="skip constrained decoding's overhead"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=REPLICA_THREADS,
@@ -418,7 +585,6 @@ def main() -> None:
         "MESH_ENGINE_THREADS set to the same number)",
     )
     args = parser.parse_args()
-    global REPLICA_THREADS
     REPLICA_THREADS = args.threads
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # what the onnx engine reads, as in Ray
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -27,6 +27,7 @@ from specialists.adapter_pool import (
     shares_base,
 )
 from specialists.deployment import app_name, build_specialist_app, engine_for
+from specialists.engine_registry import check_features
 from specialists.serve_options import keep_replica_on_loopback
 from specialists.sources import SourceOptions
 
@@ -370,6 +371,7 @@ def _deploy(manifest: SpecialistManifest, sources: SourceOptions) -> None:
     from ray import serve
 
     targets = []
+    check_features(manifest)
     engine = engine_for(manifest)
     backend = engine.backend_app_name(manifest)
     if backend:

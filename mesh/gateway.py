@@ -57,6 +57,8 @@ from specialists.messages import Bounds, ContextState, TraceEvent
 from specialists.serve_options import keep_replica_on_loopback
 
 logger = logging.getLogger("ray.serve")
+# The request field that needs each manifest feature (errors name it).
+FEATURE_FIELDS = {"structured_output": "response_format", "tools": "tools"}
 api = FastAPI(title="specialist-mesh", version="0.1.0")
 install_error_handlers(api)
 api.include_router(store_api.router)
@@ -85,6 +87,8 @@ def _why_whole(body: ChatCompletionRequest, decision: RouteDecision, live: set[s
     """Why a compound decision is answered by one specialist after all (None: it is not)."""
     if body.choices > 1:
         return "n > 1"
+    if body.needs:
+        return f"{', '.join(body.needs)} asked"
     if body.mesh is not None and body.mesh.panel:
         return "a panel was requested"
     gone = [p.specialist for p in decision.parts if p.specialist not in live]
@@ -190,6 +194,9 @@ class Gateway:
         if body.mesh is not None and body.mesh.panel:
             if body.choices > 1:
                 raise InvalidRequestError("n > 1 is not supported with a panel", param="n")
+            if body.needs:
+                field = FEATURE_FIELDS[body.needs[0]]
+                raise InvalidRequestError(f"{field} is not supported with a panel", param=field)
             unknown = [n for n in body.mesh.panel if n not in self.follower.view.specialists]
             if unknown:
                 raise NotFoundError(f"panel members not live: {', '.join(unknown)}", param="mesh")
@@ -200,6 +207,7 @@ class Gateway:
             top_p=body.top_p,
             stop=body.stop_list(),
             seed=body.seed,
+            grammar=body.grammar(),
         )
         live = set(self.follower.view.specialists)
         if decision.mode == "compound":
@@ -476,7 +484,38 @@ class Gateway:
             view = await self.follower.refresh()
         if name not in view.specialists:
             raise await self._not_live(name, sorted(view.specialists))
-        return view.specialists[name], decision
+        for need in body.needs:  # only specialists declaring the feature may answer
+            decision = self._serving(need, body, decision, view.specialists)
+        return view.specialists[decision.chosen or name], decision
+
+    def _serving(
+        self,
+        need: str,
+        body: ChatCompletionRequest,
+        decision: RouteDecision,
+        live: dict[str, SpecialistManifest],
+    ) -> RouteDecision:
+        """`decision` among the live specialists whose manifest declares `need`, or a 400
+        naming the request field that needs it."""
+        able = sorted(n for n, m in live.items() if need in m.features)
+        field = FEATURE_FIELDS[need]
+        offer = ", ".join(able) or "none is live"
+        if not body.routed:
+            if decision.chosen in able:
+                return decision
+            raise InvalidRequestError(
+                f"{field}: specialist '{decision.chosen}' does not serve {need} (its manifest "
+                f"does not declare it); specialists that do: {offer}",
+                param=field,
+            )
+        restricted = decision.restricted_to(able, need, live, self.settings.fallback)
+        if restricted is None:
+            raise InvalidRequestError(
+                f"{field}: no live specialist that fits this query serves {need}; "
+                f"specialists that do: {offer}",
+                param=field,
+            )
+        return restricted
 
     async def _not_live(self, name: str, live: list[str]) -> MeshError:
         status = await self.controller.status.remote()

@@ -11,9 +11,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from registry.errors import InvalidRequestError
 from registry.text import check_encodable
 from router.decision import RouteDecision
 from router.embeddings import ROUTED_ALIAS, EmbeddingBatch
+from specialists.grammar import Grammar
 
 ROUTED_MODELS = frozenset({"mesh", "mesh/auto", "auto"})
 
@@ -37,7 +39,6 @@ UNSUPPORTED_FIELDS: dict[str, tuple[Any, ...]] = {
     "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
-    "response_format": (None, {"type": "text"}),
     "audio": (None,),
     "modalities": (None, ["text"]),
     "prediction": (None,),
@@ -116,6 +117,41 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's `response_format.json_schema`. The schema is always enforced (by constrained
+    decoding), `strict` or not; without a schema, any JSON object."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: `text` (no constraint), `json_object`, or `json_schema`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object")
+        return self
+
+    def grammar(self) -> Grammar | None:
+        if self.type == "text":
+            return None
+        schema = self.json_schema.json_schema if self.json_schema else None
+        if schema is None:
+            return Grammar(kind="json_object")
+        return Grammar(kind="json_schema", schema=schema)
+
+
 class ChatCompletionRequest(ApiBody):
     """The subset of OpenAI's chat body the mesh honours, validated to OpenAI's ranges.
 
@@ -155,6 +191,12 @@ class ChatCompletionRequest(ApiBody):
     stream_options: StreamOptions | None = None
     metadata: dict[str, Any] | None = None
     mesh: MeshOptions | None = None
+    response_format: ResponseFormat | None = Field(
+        None,
+        description="json_object or json_schema: the answer is held to it token by token "
+        "(constrained decoding), so it always parses; only specialists declaring the "
+        "`structured_output` feature answer such requests.",
+    )
     # Not honoured: declared only so a request that asks for them is refused by name.
     logprobs: Any = None
     top_logprobs: Any = None
@@ -163,7 +205,6 @@ class ChatCompletionRequest(ApiBody):
     tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
     audio: Any = None
     modalities: Any = None
     prediction: Any = None
@@ -212,6 +253,27 @@ class ChatCompletionRequest(ApiBody):
         if value is None or value in UNSUPPORTED_FIELDS[name]:
             return value
         raise ValueError(f"{name} is not supported by the mesh (send it unset)")
+
+    @field_validator("response_format")
+    @classmethod
+    def _usable_schema(cls, value: ResponseFormat | None) -> ResponseFormat | None:
+        """A schema the grammar engine cannot use is this request's 400, not a replica's."""
+        grammar = value.grammar() if value is not None else None
+        if grammar is not None:
+            try:
+                grammar.check()
+            except InvalidRequestError as error:
+                raise ValueError(error.message) from None
+        return value
+
+    def grammar(self) -> Grammar | None:
+        """The constraint on the answer, if `response_format` asks for one."""
+        return self.response_format.grammar() if self.response_format else None
+
+    @property
+    def needs(self) -> list[str]:
+        """Manifest features a specialist must declare to answer this request."""
+        return ["structured_output"] if self.grammar() is not None else []
 
     @property
     def routed(self) -> bool:

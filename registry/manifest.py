@@ -32,6 +32,8 @@ SEMVER = re.compile(
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-.]+)?\Z"
 )
 RESERVED_NAMES = frozenset({"mesh", "auto", "mesh-auto"})
+# OpenAI API features a specialist may declare (`SpecialistManifest.features`).
+Feature = Literal["structured_output", "tools"]
 
 # Where weights may come from. A manifest names code or files only through these forms, checked
 # here on the text alone: validating a manifest never touches the filesystem, so an error cannot
@@ -270,6 +272,12 @@ class SpecialistManifest(_Strict):
     system_prompt: str = Field("", max_length=8000)
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     tools: list[str] = Field(default_factory=list, max_length=32)
+    features: list[Feature] = Field(
+        default_factory=list,
+        description="OpenAI API features this specialist answers (`structured_output`: "
+        "`response_format` JSON; `tools`: tool calls). Requests needing one go only to "
+        "specialists that declare it; its engine must support it (checked at install).",
+    )
     can_message: list[str] = Field(default_factory=list, max_length=32)
     resources: Resources = Field(default_factory=Resources)
     scaling: Scaling = Field(default_factory=Scaling)

@@ -104,6 +104,30 @@ class RouteDecision(BaseModel):
             update |= {"reason": why, "threshold": threshold}
         return self.model_copy(update=update)
 
+    def restricted_to(
+        self, able: Collection[str], need: str, live: Collection[str], fallback: str
+    ) -> RouteDecision | None:
+        """The decision among the specialists in `able` only (a request needs `need`, which
+        only they declare): itself when its choice is able; else the next able candidate that
+        is live and above its threshold, else the fallback when able; None when none is."""
+        if self.chosen is None or self.chosen in able:
+            return self
+        unable = {t.name for t in self.targets if t.name not in able}
+        if fallback not in able:
+            unable.add(fallback)
+        found = self._successor(unable, live, fallback)
+        if found is None:
+            return None
+        target, threshold = found
+        rest = [t for t in self.targets if t is not target]
+        update: dict[str, object] = {"targets": [target, *rest], "follow_up_of": None}
+        why = f"{self.reason}; {self.chosen} does not serve {need}"
+        if threshold is None:
+            update |= {"reason": f"{why}: fallback {target.name}", "mode": "fallback"}
+        else:
+            update |= {"reason": f"{why}: next candidate {target.name}", "threshold": threshold}
+        return self.model_copy(update=update)
+
     def _successor(
         self, tried: set[str], live: Collection[str], fallback: str
     ) -> tuple[RouteTarget, float | None] | None:

@@ -276,12 +276,15 @@ def _next_delta(logits: Any, row: _Row, tokenizer: Any, eos_ids: set[int]) -> tu
 
 
 def _sample(logits: Any, row: _Row) -> int:
-    """Repetition penalty (over prompt and answer, as transformers does), then greedy or
-    temperature + nucleus sampling with the row's own seeded generator."""
+    """The row's grammar mask, repetition penalty (over prompt and answer, as transformers
+    does), then greedy or temperature + nucleus sampling with the row's own seeded generator."""
     import torch
 
     params = row.prompt.params
     logits = logits.clone()
+    if row.prompt.constraint is not None:  # only what the row's grammar allows
+        allowed = torch.from_numpy(row.prompt.constraint.allowed(logits.shape[-1]))
+        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
     if params.repetition_penalty != 1.0:
         seen = torch.tensor(sorted({*row.prompt.ids, *row.generated}), device=logits.device)
         values = logits[seen]
@@ -317,12 +320,16 @@ def _advance(row: _Row, token: int, tokenizer: Any, eos_ids: set[int]) -> TextDe
     eos = token in eos_ids
     if not eos:
         row.generated.append(token)
+    complete = False
+    if row.prompt.constraint is not None:
+        row.prompt.constraint.accept(token)
+        complete = row.prompt.constraint.complete
     decoded = tokenizer.decode(row.generated, skip_special_tokens=True)
     piece, row.finish = next_piece(
         decoded,
         row.emitted,
         row.prompt.params,
-        eos=eos,
+        eos=eos or complete,
         generated=len(row.generated),
         early=_stopped_early(row),
     )

@@ -169,13 +169,19 @@ class SpecialistDeployment:
                 yield delta
             return
         prepared = await self._delegate(request.messages, ctx, request.data)
+        # Output held to a grammar is the caller's format: never edited (no citations added,
+        # no directives followed or stripped), or it would no longer parse.
+        free_text = params.grammar is None
         if not live:
             result = await self._generate(prepared.messages, params, ctx)
-            follow_up = parse_directives(result.text, prepared.received)
+            follow_up = parse_directives(result.text, prepared.received) if free_text else []
             if follow_up:  # the model asked for help itself: ask, then answer again with data
                 await self._ask_all(follow_up, ctx, prepared)
                 result = await self._generate(prepared.messages, params, ctx)
-            yield TextDelta(text=cite_missing(strip_directives(result.text), prepared.exact))
+            text = result.text
+            if free_text:
+                text = cite_missing(strip_directives(text), prepared.exact)
+            yield TextDelta(text=text)
             yield TextDelta(
                 text="",
                 finish_reason=result.finish_reason,
@@ -189,7 +195,7 @@ class SpecialistDeployment:
         text = ""
         async for delta in self._decode(prepared.messages, params, ctx):
             text += delta.text
-            if delta.finish_reason:
+            if delta.finish_reason and free_text:
                 cited = cite_missing(text, prepared.exact)
                 if cited != text:
                     yield TextDelta(text=cited[len(text) :])

@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.manifest import GenerationDefaults, SpecialistManifest
+from specialists.grammar import Grammar
 from specialists.messages import TraceEvent
 from specialists.sources import SourceOptions
 
@@ -46,6 +47,11 @@ class GenerationParams(BaseModel):
     stop: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=32)
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="Any int64.")
     max_time_s: float | None = Field(None, gt=0, description="Stop generating after this long.")
+    grammar: Grammar | None = Field(
+        None,
+        description="Constrained decoding: the output matches this (engines declaring "
+        "`capabilities.grammars`).",
+    )
 
     @classmethod
     def merge(
@@ -57,16 +63,20 @@ class GenerationParams(BaseModel):
         top_p: float | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
+        grammar: Grammar | None = None,
     ) -> GenerationParams:
-        """Request values win, but never beyond the manifest's `max_tokens`."""
+        """Request values win, but never beyond the manifest's `max_tokens`. With a grammar
+        the manifest's stop strings do not apply (they end free text; the grammar ends its
+        own, and a stop inside a JSON string would cut it invalid); the request's still do."""
         limit = defaults.max_tokens
         return cls(
             max_tokens=min(max_tokens or limit, limit),
             temperature=defaults.temperature if temperature is None else temperature,
             top_p=defaults.top_p if top_p is None else top_p,
             repetition_penalty=defaults.repetition_penalty,
-            stop=list(defaults.stop) + list(stop or []),
+            stop=([] if grammar else list(defaults.stop)) + list(stop or []),
             seed=seed,
+            grammar=grammar,
         )
 
 
@@ -101,6 +111,8 @@ class Prompt:
     # When the request arrived (time.monotonic): `params.max_time_s` counts from here, so
     # time spent waiting for a batch slot is part of the request's deadline.
     arrived: float = field(default_factory=time.monotonic)
+    # The row's grammar state (`specialists.grammar.TokenConstraint`) when `params.grammar`.
+    constraint: Any = None
 
 
 class DecodeBatch(Protocol):

@@ -69,3 +69,20 @@ def check_publishable(manifest: SpecialistManifest) -> None:
         raise _unknown(manifest.model.engine)
     if manifest.model.engine == "tool":
         check_tool(manifest)
+
+
+# What each manifest feature needs of its engine.
+FEATURE_NEEDS: dict[str, str] = {"structured_output": "grammars", "tools": "grammars"}
+
+
+def check_features(manifest: SpecialistManifest) -> None:
+    """A feature the manifest declares and its engine cannot serve fails the install, never a
+    request (imports the engine: the controller calls it, not publishing)."""
+    capabilities = engine_class(manifest.model.engine).capabilities
+    missing = [f for f in manifest.features if not getattr(capabilities, FEATURE_NEEDS[f])]
+    if missing:
+        raise ManifestError(
+            f"features: the {manifest.model.engine!r} engine cannot serve "
+            f"{', '.join(missing)} (it has no constrained decoding)",
+            param="features",
+        )

@@ -62,6 +62,7 @@ class Row:
     seen: set[int] = field(default_factory=set)
     released: bool = False  # counted as finished by the worker
     failed: bool = False  # ended by an error, not a finish reason
+    constraint: Any = None  # its grammar state (`specialists.grammar.TokenConstraint`)
 
     def __post_init__(self) -> None:
         self.seen = set(self.ids)
@@ -104,9 +105,12 @@ class Row:
 
 # -- sampling -----------------------------------------------------------------------------
 def choose(logits: np.ndarray, row: Row) -> int:
-    """Repetition penalty over prompt and answer (as transformers and our own decoder apply
-    it), then greedy, or temperature + nucleus sampling with the row's own generator."""
+    """The row's grammar mask, repetition penalty over prompt and answer (as transformers and
+    our own decoder apply it), then greedy, or temperature + nucleus sampling with the row's
+    own generator."""
     params = row.params
+    if row.constraint is not None:  # only what the row's grammar allows
+        logits = row.constraint.restrict(logits)
     if params.repetition_penalty != 1.0:
         seen = np.fromiter(row.seen, dtype=np.int64, count=len(row.seen))
         values = logits[seen]
@@ -146,12 +150,16 @@ def advance(row: Row, token: int, tokenizer: Any, eos_ids: set[int]) -> None:
     if not eos:
         row.generated.append(token)
         row.seen.add(token)
+    complete = False
+    if row.constraint is not None:
+        row.constraint.accept(token)
+        complete = row.constraint.complete
     decoded = tokenizer.decode(row.generated, skip_special_tokens=True)
     piece, row.finish = next_piece(
         decoded,
         row.emitted,
         row.params,
-        eos=eos,
+        eos=eos or complete,
         generated=len(row.generated),
         early=row.stopped_early(),
     )

@@ -38,6 +38,7 @@ from specialists.engine import (
     GenerationParams,
     TextDelta,
 )
+from specialists.grammar import GrammarCompiler
 from specialists.onnx_batching import Decoder, Graph, Row, Worker
 from specialists.onnx_build import DECODER, LORA_DECODER, OnnxModel, ensure_model, onnx_folder
 from specialists.sources import SourceOptions
@@ -65,7 +66,7 @@ class OnnxGenAIEngine(Engine):
 
     name: ClassVar[str] = "onnx"
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(
-        adapters=True, continuous_batching=True
+        adapters=True, continuous_batching=True, grammars=True
     )
 
     def __init__(
@@ -92,6 +93,7 @@ class OnnxGenAIEngine(Engine):
         self._retiring: set[str] = set()
         self._book = threading.Lock()
         self._worker: Worker | None = None
+        self.grammars: GrammarCompiler | None = None
 
     # -- loading --------------------------------------------------------------------------
     def load(self) -> None:
@@ -108,6 +110,7 @@ class OnnxGenAIEngine(Engine):
             context_length=self.built.context_length,
             graphs=self._graphs,
         )
+        self.grammars = GrammarCompiler(self.tokenizer, self.built.eos_token_ids)
         worker = Worker(decoder, max_batch_size=self.max_batch_size)
         worker.on_finish = self._finished
         worker.start()
@@ -183,6 +186,10 @@ class OnnxGenAIEngine(Engine):
             raise UnavailableError(f"{self.manifest.ref} is not loaded")
         specialist = self._specialist(request.adapter)
         ids = self.prepare(request.messages, request.params, specialist)
+        constraint = None
+        if request.params.grammar is not None:
+            assert self.grammars is not None
+            constraint = self.grammars.start(request.params.grammar)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[TextDelta | BaseException] = asyncio.Queue()
 
@@ -199,6 +206,7 @@ class OnnxGenAIEngine(Engine):
             cancel=cancel or threading.Event(),
             adapter=request.adapter,
             arrived=request.arrived,
+            constraint=constraint,
         )
         self._worker.submit(row)
         try:

@@ -25,6 +25,7 @@ from specialists.engine import (
     GenerationParams,
     Prompt,
 )
+from specialists.grammar import GrammarCompiler
 from specialists.sources import SourceOptions, adapter_folder, resolve_source, verify_sources
 from specialists.weights import eos_token_ids, load_causal_lm, refuse_pickle
 
@@ -36,7 +37,7 @@ class TransformersEngine(BatchEngine):
 
     name: ClassVar[str] = "transformers"
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(
-        continuous_batching=True, adapters=True
+        continuous_batching=True, adapters=True, grammars=True
     )
 
     def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:
@@ -47,6 +48,7 @@ class TransformersEngine(BatchEngine):
         self.device = "cpu"
         self.eos_ids: set[int] = set()
         self.prefix: PrefixCache | None = None
+        self.grammars: GrammarCompiler | None = None
 
     def load(self) -> None:
         spec, pickle = self.manifest.model, self.sources.allow_pickle
@@ -74,6 +76,7 @@ class TransformersEngine(BatchEngine):
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         self.prefix = self._prefix_cache()
+        self.grammars = GrammarCompiler(self.tokenizer, self.eos_ids, config.vocab_size)
 
     # -- requests -------------------------------------------------------------------------
     def prepare(self, messages: list[ChatMessage], params: GenerationParams) -> Prompt:
@@ -90,7 +93,11 @@ class TransformersEngine(BatchEngine):
                 f"the {self.context_length}-token context of {self.manifest.name}",
                 param="messages",
             )
-        return Prompt(ids=ids, params=params)
+        constraint = None
+        if params.grammar is not None:
+            assert self.grammars is not None
+            constraint = self.grammars.start(params.grammar)
+        return Prompt(ids=ids, params=params, constraint=constraint)
 
     def new_batch(self) -> BatchDecoder:
         if self.model is None:

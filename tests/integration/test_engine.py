@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 
@@ -296,3 +297,39 @@ def test_swapped_weights_fail_before_loading(tiny_model_dir: Path, options: Sour
             TransformersEngine(manifest, fresh).load()
     finally:
         store.client.set(blob, original)
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 30},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "pets": {"type": "array", "items": {"enum": ["cat", "dog"]}, "maxItems": 3},
+    },
+    "required": ["name", "age", "pets"],
+    "additionalProperties": False,
+}
+
+
+def test_a_grammar_row_and_a_free_row_share_one_batch(engines: dict) -> None:
+    """The JSON row's answer validates; the free row answers exactly as it does alone."""
+    import jsonschema
+
+    from specialists.grammar import Grammar
+
+    engine = engines["gguf"]
+    free = GenerationParams(max_tokens=16, temperature=0.0)
+    held = GenerationParams(
+        max_tokens=60, temperature=0.0, grammar=Grammar(kind="json_schema", schema=PERSON_SCHEMA)
+    )
+    alone = engine.generate([ChatMessage(role="user", content=QUESTIONS[0])], free)
+    prompts = [_ask(engine, QUESTIONS[0], free), _ask(engine, "Invent a person as JSON.", held)]
+    texts, finals = ["", ""], ["", ""]
+    for step in engine.stream_batch(prompts, [threading.Event() for _ in prompts]):
+        for i, delta in enumerate(step):
+            if delta is not None:
+                texts[i] += delta.text
+                finals[i] = delta.finish_reason or finals[i]
+    assert texts[0] == alone.text
+    jsonschema.validate(json.loads(texts[1]), PERSON_SCHEMA)
+    assert finals[1] == "stop", "the completed grammar ends the row"

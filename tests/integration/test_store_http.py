@@ -74,11 +74,11 @@ def test_browse_and_search_the_store(mesh: RunningMesh) -> None:
     listing = get_json(f"{mesh.base_url}/v1/specialists")["data"]
     by_name = {card["name"]: card for card in listing}
     assert {"general", "code", "writing"} <= set(by_name)
-    assert by_name["code"]["installed"] == "0.4.0" and by_name["code"]["live"]
+    assert by_name["code"]["installed"] == "0.5.0" and by_name["code"]["live"]
     found = get_json(f"{mesh.base_url}/v1/specialists?q=fix my python bug")["data"]
     assert found[0]["name"] == "code"
     detail = get_json(f"{mesh.base_url}/v1/specialists/code")
-    assert detail["versions"] == ["0.4.0"]
+    assert detail["versions"] == ["0.5.0"]
     assert detail["card"].startswith("# code")
     sha = detail["manifest"]["model"]["sha256"]
     assert list(sha) == ["SmolLM2-135M-Instruct.Q4_1.gguf"], "catalog weights pinned at publish"

@@ -121,3 +121,17 @@ def test_an_answer_cut_inside_a_code_fence_still_shows_its_footer_as_markdown() 
         with_footer("```python\nprint(1)", "\n\n---\n*x*") == "```python\nprint(1)\n```\n\n---\n*x*"
     )
     assert with_footer("```a```", "|f") == "```a```|f"
+
+
+def test_a_request_needing_a_feature_goes_to_the_best_candidate_declaring_it() -> None:
+    routed = decision(("math", 0.9), ("code", 0.7), ("writing", 0.6))
+    able = {"code", "writing", "general"}
+    kept = routed.model_copy(update={"targets": routed.targets[1:]})
+    assert kept.restricted_to(able, "structured_output", LIVE, "general") is kept
+    moved = routed.restricted_to(able, "structured_output", LIVE, "general")
+    assert moved is not None and moved.chosen == "code" and moved.mode == "single"
+    assert "math does not serve structured_output: next candidate code" in moved.reason
+    below = decision(("math", 0.9), ("code", 0.4))  # code is under the threshold
+    fallback = below.restricted_to(able, "structured_output", LIVE, "general")
+    assert fallback is not None and fallback.chosen == "general" and fallback.mode == "fallback"
+    assert below.restricted_to({"code"}, "tools", LIVE, "general") is None, "nobody able fits"

@@ -89,7 +89,33 @@ def _refusal(**fields: Any) -> str:
         ({"presence_penalty": 0.5}, "presence_penalty: Value error, presence_penalty is not"),
         ({"logprobs": True}, "logprobs: Value error, logprobs is not supported"),
         ({"tools": [{"type": "function"}]}, "tools: Value error, tools is not supported"),
-        ({"response_format": {"type": "json_object"}}, "response_format: Value error, "),
+        ({"response_format": {"type": "xml"}}, "response_format.type: Input should be"),
+        ({"response_format": {"type": "json_schema"}}, "response_format: Value error, type"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}},
+            "response_format.json_schema.name: String should match pattern",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "schema": {"type": "string", "pattern": "(?=a)b"},
+                    },
+                }
+            },
+            "response_format: Value error, unusable schema",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"enum": ["a" * 70_000]}},
+                }
+            },
+            "response_format: Value error, the schema is",
+        ),
     ],
 )
 def test_out_of_range_and_unhonoured_fields_are_refused_by_name(
