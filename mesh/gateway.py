@@ -41,6 +41,7 @@ from mesh.protocol import (
 from mesh.settings import MeshSettings
 from mesh.sse import interleaved, sse_response, sse_stream
 from mesh.store_api import StoreService
+from mesh.tool_calls import ToolCallReader, ToolMode
 from mesh.usage import UsageRecorder
 from registry import (
     InvalidRequestError,
@@ -281,6 +282,7 @@ class Gateway:
                 response_id,
                 finish,
                 include_usage=body.include_usage,
+                tool_mode=body.tool_mode,
             )
         try:
             results: list[GenerationResult] = await asyncio.gather(
@@ -298,7 +300,10 @@ class Gateway:
             completion_body(
                 id=response_id,
                 model=manifest.name,
-                choices=[(result.text, result.finish_reason) for result in results],
+                choices=[
+                    ToolCallReader(body.tool_mode).message(result.text, result.finish_reason)
+                    for result in results
+                ],
                 usage=usage,
                 mesh=info,
             )
@@ -546,6 +551,7 @@ class Gateway:
         finish: Callable[[bool | None], None],
         *,
         include_usage: bool = False,
+        tool_mode: ToolMode = "text",
     ) -> StreamingResponse | JSONResponse:
         """One stream per choice; each stream's first delta is awaited before the response
         starts, so a refusal (or a hand-back) is still a plain HTTP answer."""
@@ -580,6 +586,7 @@ class Gateway:
                 cancel,
                 choices=len(streams),
                 include_usage=include_usage,
+                tool_mode=tool_mode,
             )
         )
 

@@ -11,6 +11,19 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from mesh.tool_calls import (
+    MAX_TOOLS,
+    NamedToolChoice,
+    ToolCall,
+    ToolChoice,
+    ToolMode,
+    ToolSpec,
+    mode_of,
+    render_call,
+    render_result,
+    tool_grammar,
+    tools_prompt,
+)
 from registry.errors import InvalidRequestError
 from registry.text import check_encodable
 from router.decision import RouteDecision
@@ -35,8 +48,6 @@ UNSUPPORTED_FIELDS: dict[str, tuple[Any, ...]] = {
     "logprobs": (None, False),
     "top_logprobs": (None, 0),
     "logit_bias": (None, {}),
-    "tools": (None, []),
-    "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
     "audio": (None,),
@@ -62,8 +73,11 @@ class ContentPart(BaseModel):
 class RequestMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = Field(None, max_length=MAX_TOOLS)
+    tool_call_id: str | None = Field(None, max_length=128)
+    name: str | None = Field(None, max_length=64)
 
     @field_validator("content", mode="before")
     @classmethod
@@ -80,6 +94,17 @@ class RequestMessage(BaseModel):
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+    def as_chat(self) -> dict[str, str]:
+        """This message as engines take it: `developer` is OpenAI's newer `system`; earlier
+        tool calls and tool results become the text form the model writes and reads."""
+        if self.role == "tool":
+            result = render_result(self.text(), self.tool_call_id, self.name)
+            return {"role": "user", "content": result}
+        text = self.text()
+        if self.role == "assistant" and self.tool_calls:
+            text += "".join(render_call(call) for call in self.tool_calls)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
 class MeshOptions(BaseModel):
@@ -197,12 +222,21 @@ class ChatCompletionRequest(ApiBody):
         "(constrained decoding), so it always parses; only specialists declaring the "
         "`structured_output` feature answer such requests.",
     )
+    tools: list[ToolSpec] | None = Field(
+        None,
+        max_length=MAX_TOOLS,
+        description="Functions the model may call; its calls' arguments are held to their "
+        "`parameters` schema by constrained decoding. Only specialists declaring the `tools` "
+        "feature answer such requests.",
+    )
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = Field(
+        None, description="Accepted; an answer makes at most one call (a permission, not a duty)."
+    )
     # Not honoured: declared only so a request that asks for them is refused by name.
     logprobs: Any = None
     top_logprobs: Any = None
     logit_bias: Any = None
-    tools: Any = None
-    tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
     audio: Any = None
@@ -266,14 +300,47 @@ class ChatCompletionRequest(ApiBody):
                 raise ValueError(error.message) from None
         return value
 
-    def grammar(self) -> Grammar | None:
-        """The constraint on the answer, if `response_format` asks for one."""
+    @model_validator(mode="after")
+    def _usable_tools(self) -> ChatCompletionRequest:
+        """Tool names unique, `tool_choice` naming one of them, schemas the grammar engine can
+        use, and not mixed with `response_format` (refused by name, never half-honoured)."""
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) < len(names):
+            raise ValueError("tools: function names must be unique")
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not names:
+            raise ValueError("tool_choice: only allowed when tools are given")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice: no tool named {choice.function.name!r} in tools")
+        if self.tool_mode != "text" and self.response_format_grammar() is not None:
+            raise ValueError("tools: cannot be combined with a JSON response_format")
+        grammar = self.tool_grammar()
+        if grammar is not None:
+            try:
+                grammar.check()
+            except InvalidRequestError as error:
+                raise ValueError(f"tools: {error.message}") from None
+        return self
+
+    @property
+    def tool_mode(self) -> ToolMode:
+        return mode_of(self.tools, self.tool_choice)
+
+    def tool_grammar(self) -> Grammar | None:
+        return tool_grammar(self.tools or [], self.tool_choice)
+
+    def response_format_grammar(self) -> Grammar | None:
         return self.response_format.grammar() if self.response_format else None
+
+    def grammar(self) -> Grammar | None:
+        """The constraint on the answer: `response_format`'s, or the tool calls'."""
+        return self.response_format_grammar() or self.tool_grammar()
 
     @property
     def needs(self) -> list[str]:
         """Manifest features a specialist must declare to answer this request."""
-        return ["structured_output"] if self.grammar() is not None else []
+        needs = ["structured_output"] if self.response_format_grammar() is not None else []
+        return needs + (["tools"] if self.tool_mode != "text" else [])
 
     @property
     def routed(self) -> bool:
@@ -289,11 +356,11 @@ class ChatCompletionRequest(ApiBody):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
     def chat(self) -> list[dict[str, str]]:
-        """Messages as the engines take them (`developer` is OpenAI's newer `system`)."""
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
+        """Messages as the engines take them, the tools shown first when the model may call
+        them (see `mesh.tool_calls`)."""
+        shown = tools_prompt(self.tools or [], self.tool_choice)
+        tools = [{"role": "system", "content": shown}] if shown else []
+        return tools + [m.as_chat() for m in self.messages]
 
     def earlier_user_turns(self) -> list[str]:
         """The user turns before the last one, for conversation-aware routing."""
@@ -401,9 +468,14 @@ def completion_id() -> str:
 
 
 def completion_body(
-    *, id: str, model: str, choices: list[tuple[str, str]], usage: Usage, mesh: MeshInfo
+    *,
+    id: str,
+    model: str,
+    choices: list[tuple[str | dict[str, Any], str]],
+    usage: Usage,
+    mesh: MeshInfo,
 ) -> dict[str, Any]:
-    """`choices`: (text, finish_reason) per choice, in index order."""
+    """`choices`: (text or assistant message, finish_reason) per choice, in index order."""
     return {
         "id": id,
         "object": "chat.completion",
@@ -412,7 +484,9 @@ def completion_body(
         "choices": [
             {
                 "index": index,
-                "message": {"role": "assistant", "content": text},
+                "message": (
+                    text if isinstance(text, dict) else {"role": "assistant", "content": text}
+                ),
                 "finish_reason": finish_reason,
             }
             for index, (text, finish_reason) in enumerate(choices)

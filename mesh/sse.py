@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from mesh.errors import as_mesh_error
 from mesh.protocol import MeshInfo, Usage, chunk_body, error_body
+from mesh.tool_calls import ToolCallReader, ToolMode
 from registry.errors import MeshError
 from specialists.engine import TextDelta
 
@@ -31,11 +32,14 @@ async def sse_stream(
     *,
     choices: int = 1,
     include_usage: bool = False,
+    tool_mode: ToolMode = "text",
 ) -> AsyncIterator[str]:
     """OpenAI's SSE framing of `choices` interleaved streams of (index, delta): a role chunk
-    per choice (the first also carries the `mesh` object), then text, a finish chunk per
-    choice, and with `include_usage` a last chunk with no choices that carries the usage."""
+    per choice (the first also carries the `mesh` object), then text (or, for a tool call,
+    one `tool_calls` delta once the call is complete), a finish chunk per choice, and with
+    `include_usage` a last chunk with no choices that carries the usage."""
     failed = True
+    readers = [ToolCallReader(tool_mode) for _ in range(choices)]
     for index in range(choices):
         role = {"role": "assistant", "content": ""}
         first = info if index == 0 else None
@@ -48,11 +52,12 @@ async def sse_stream(
             async for index, delta in stream:
                 for event in delta.trace:
                     yield trace_chunk(id, model, event.dump())
-                if delta.text:
-                    text = {"content": delta.text}
-                    yield sse_event(chunk_body(id=id, model=model, delta=text, index=index))
+                for piece in readers[index].feed(delta.text):
+                    yield sse_event(chunk_body(id=id, model=model, delta=piece, index=index))
                 if delta.finish_reason:
-                    reason = delta.finish_reason
+                    last, reason = readers[index].finish(delta.finish_reason)
+                    for piece in last:
+                        yield sse_event(chunk_body(id=id, model=model, delta=piece, index=index))
                     yield sse_event(
                         chunk_body(id=id, model=model, delta={}, finish_reason=reason, index=index)
                     )

@@ -88,7 +88,7 @@ def _refusal(**fields: Any) -> str:
         ({"presence_penalty": 2.5}, "presence_penalty: Input should be less than or equal to 2"),
         ({"presence_penalty": 0.5}, "presence_penalty: Value error, presence_penalty is not"),
         ({"logprobs": True}, "logprobs: Value error, logprobs is not supported"),
-        ({"tools": [{"type": "function"}]}, "tools: Value error, tools is not supported"),
+        ({"tools": [{"type": "function"}]}, "tools.0.function: Field required"),
         ({"response_format": {"type": "xml"}}, "response_format.type: Input should be"),
         ({"response_format": {"type": "json_schema"}}, "response_format: Value error, type"),
         (
