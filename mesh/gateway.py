@@ -7,7 +7,7 @@ app, and answer in OpenAI's schema with a `mesh` object saying who answered and 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 from fastapi import FastAPI, Header, Request
@@ -39,6 +39,7 @@ from mesh.protocol import (
     embedding_body,
 )
 from mesh.settings import MeshSettings
+from mesh.specialist_tools import answer_with_specialists, specialist_tools
 from mesh.sse import interleaved, sse_response, sse_stream
 from mesh.store_api import StoreService
 from mesh.tool_calls import ToolCallReader, ToolMode
@@ -109,6 +110,13 @@ def _choices(call: SpecialistRequest, n: int) -> list[SpecialistRequest]:
     ]
 
 
+async def _replayed(result: GenerationResult) -> AsyncGenerator[tuple[int, TextDelta], None]:
+    """An answer already generated, as the one-choice stream `sse_stream` frames."""
+    yield 0, TextDelta(text=result.text)
+    final = result.model_dump(include={"finish_reason", "prompt_tokens", "completion_tokens"})
+    yield 0, TextDelta(text="", trace=result.trace, **final)
+
+
 @serve.ingress(api)
 class Gateway:
     def __init__(
@@ -146,6 +154,9 @@ class Gateway:
     ) -> JSONResponse | StreamingResponse:
         await self._check_auth(authorization)
         self._check_size(body)
+        if body.specialist_tools:  # offered as functions: validated like the client's own
+            offered = specialist_tools(body.specialist_tools, self.follower.view.specialists)
+            body = body.with_tools(offered)
         manifest, decision = await self._choose(body)
         address = request.client.host if request.client else None
         client = client_id(authorization, address, self.settings.api_keys)
@@ -195,9 +206,13 @@ class Gateway:
         if body.mesh is not None and body.mesh.panel:
             if body.choices > 1:
                 raise InvalidRequestError("n > 1 is not supported with a panel", param="n")
+            if body.specialist_tools:
+                raise InvalidRequestError("mesh.tools is not supported with a panel", param="mesh")
             if body.needs:
                 field = FEATURE_FIELDS[body.needs[0]]
                 raise InvalidRequestError(f"{field} is not supported with a panel", param=field)
+        if body.specialist_tools and body.choices > 1:
+            raise InvalidRequestError("n > 1 is not supported with mesh.tools", param="n")
             unknown = [n for n in body.mesh.panel if n not in self.follower.view.specialists]
             if unknown:
                 raise NotFoundError(f"panel members not live: {', '.join(unknown)}", param="mesh")
@@ -274,19 +289,45 @@ class Gateway:
             data=data,
             may_hand_back=not members and self._may_hand_back(body, decision),
         )
-        if body.stream:
-            return await self._stream(
-                handle,
-                _choices(call, body.choices),
-                info,
-                response_id,
-                finish,
-                include_usage=body.include_usage,
-                tool_mode=body.tool_mode,
-            )
+        calls, mode = _choices(call, body.choices), body.tool_mode
+        ready: GenerationResult | None = None  # answered already (by the tool round)
+        spent = 0
         try:
-            results: list[GenerationResult] = await asyncio.gather(
-                *(handle.chat.remote(choice) for choice in _choices(call, body.choices))
+            if body.specialist_tools:  # the model may call a specialist first
+                names = set(body.specialist_tools)
+                round_ = await answer_with_specialists(
+                    call, mode, names, manifest.name, state, handle.chat.remote
+                )
+                info.trace.extend(event.dump() for event in round_.trace)
+                ready, spent = round_.answer, round_.spent
+                if round_.again is not None:
+                    calls, mode = [round_.again], "text"
+            if body.stream:
+                if ready is not None:
+                    events = sse_stream(
+                        _replayed(ready),
+                        info,
+                        response_id,
+                        info.specialist,
+                        finish,
+                        lambda: None,
+                        include_usage=body.include_usage,
+                        tool_mode=mode,
+                    )
+                    return sse_response(events)
+                return await self._stream(
+                    handle,
+                    calls,
+                    info,
+                    response_id,
+                    finish,
+                    include_usage=body.include_usage,
+                    tool_mode=mode,
+                )
+            results: list[GenerationResult] = (
+                [ready]
+                if ready is not None
+                else await asyncio.gather(*(handle.chat.remote(c) for c in calls))
             )
         except Exception as error:
             mapped = as_mesh_error(error)
@@ -295,13 +336,15 @@ class Gateway:
         finish(False)
         for result in results:
             info.trace.extend(event.dump() for event in result.trace)
-        usage = Usage.of_choices((r.prompt_tokens, r.completion_tokens) for r in results)
+        counts = [(r.prompt_tokens, r.completion_tokens) for r in results]
+        counts[0] = (counts[0][0], counts[0][1] + spent)  # the tool round's tokens count too
+        usage = Usage.of_choices(counts)
         return JSONResponse(
             completion_body(
                 id=response_id,
                 model=manifest.name,
                 choices=[
-                    ToolCallReader(body.tool_mode).message(result.text, result.finish_reason)
+                    ToolCallReader(mode).message(result.text, result.finish_reason)
                     for result in results
                 ],
                 usage=usage,

@@ -9,7 +9,15 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mesh.tool_calls import (
     MAX_TOOLS,
@@ -121,6 +129,13 @@ class MeshOptions(BaseModel):
     deadline_s: float | None = Field(None, gt=0)
     panel: list[str] | None = Field(None, min_length=2, max_length=8)
     aggregator: str | None = None
+    tools: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="Live specialists offered to the answering model as tools (one `query` "
+        "each); the mesh runs the call it makes and the model answers with the result.",
+    )
 
 
 class ApiBody(BaseModel):
@@ -304,9 +319,10 @@ class ChatCompletionRequest(ApiBody):
     def _usable_tools(self) -> ChatCompletionRequest:
         """Tool names unique, `tool_choice` naming one of them, schemas the grammar engine can
         use, and not mixed with `response_format` (refused by name, never half-honoured)."""
-        names = [t.function.name for t in self.tools or []]
-        if len(set(names)) < len(names):
+        declared = [t.function.name for t in self.tools or []]
+        if len(set(declared)) < len(declared):
             raise ValueError("tools: function names must be unique")
+        names = {*declared, *self.specialist_tools}  # the mesh adds its own before answering
         choice = self.tool_choice
         if choice is not None and choice != "none" and not names:
             raise ValueError("tool_choice: only allowed when tools are given")
@@ -340,7 +356,23 @@ class ChatCompletionRequest(ApiBody):
     def needs(self) -> list[str]:
         """Manifest features a specialist must declare to answer this request."""
         needs = ["structured_output"] if self.response_format_grammar() is not None else []
-        return needs + (["tools"] if self.tool_mode != "text" else [])
+        tools = self.tool_mode != "text" or bool(self.mesh and self.mesh.tools)
+        return needs + (["tools"] if tools else [])
+
+    @property
+    def specialist_tools(self) -> list[str]:
+        return list(self.mesh.tools or []) if self.mesh else []
+
+    def with_tools(self, extra: list[ToolSpec]) -> ChatCompletionRequest:
+        """This request with more tools offered (validated again: names stay unique)."""
+        data = self.model_dump(exclude_unset=True, by_alias=True)
+        data["tools"] = [t.model_dump() for t in [*(self.tools or []), *extra]]
+        try:
+            return ChatCompletionRequest.model_validate(data)
+        except ValidationError as error:
+            raise InvalidRequestError(
+                f"mesh.tools: {error.errors()[0]['msg']}", param="mesh"
+            ) from None
 
     @property
     def routed(self) -> bool:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
 MAX_GRAMMAR_CHARS = 64_000  # a schema or grammar, serialized: parsing is bounded by its size
-# JSON as the grammar writes it: one space after ',' and ':' and none elsewhere, so a model
+# JSON as the grammar writes it: compact (`{"a":1,"b":2}`), no whitespace anywhere, so a model
 # cannot wander into endless whitespace (a known failure of small models under JSON grammars).
 JSON_STYLE: JsonCompileOptions = {"whitespace_flexible": False}
 

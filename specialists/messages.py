@@ -36,7 +36,7 @@ class TraceEvent(BaseModel):
     from_: str = Field(alias="from")
     to: str
     hop: int
-    kind: Literal["ask", "draft", "aggregate", "hand_back", "part"] = "ask"
+    kind: Literal["ask", "draft", "aggregate", "hand_back", "part", "tool"] = "ask"
     outcome: Outcome = "ok"
     latency_ms: float = 0.0
     tokens: int = 0

@@ -40,6 +40,7 @@ CLOCK = {
     "type": "function",
     "function": {"name": "get_time", "description": "The time now in a time zone."},
 }
+CLIENT_MATH = {"type": "function", "function": {"name": "math"}}  # clashes with the specialist
 ASK = [{"role": "user", "content": "What is the weather in Paris right now?"}]
 
 
@@ -136,3 +137,50 @@ def test_langchain_bind_tools_invoke_and_stream(mesh: RunningMesh) -> None:
         total += chunk
     assert isinstance(total, AIMessageChunk)
     assert total.tool_calls and total.tool_calls[0]["name"] == "GetWeather"
+
+
+def _trace(completion: Any) -> list[dict[str, Any]]:
+    return list((completion.model_extra or {})["mesh"]["trace"])
+
+
+def test_a_specialist_offered_as_a_tool_is_asked_and_traced(client: openai.OpenAI) -> None:
+    """The planner (general) must call `math` through the tool interface; the mesh asks it
+    (traced as kind 'tool', bounded like any ask) and general answers with the result."""
+    options = {
+        "model": "general",
+        "messages": [{"role": "user", "content": "What is 17 * 23? Use the calculator."}],
+        "tool_choice": {"type": "function", "function": {"name": "math"}},
+        "max_tokens": 60,
+        "extra_body": {"mesh": {"tools": ["math"]}},
+    }
+    completion = client.chat.completions.create(**options)
+    choice = completion.choices[0]
+    assert choice.finish_reason in ("stop", "length") and not choice.message.tool_calls
+    assert choice.message.content and choice.message.content.strip()
+    (event,) = [e for e in _trace(completion) if e["kind"] == "tool"]
+    assert event["from"] == "general" and event["to"] == "math" and event["hop"] == 1
+    streamed = list(client.chat.completions.create(**options, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text.strip()
+    events = [
+        (c.model_extra or {}).get("mesh", {}).get("trace_event") for c in streamed if not c.choices
+    ]
+    assert any(e and e["kind"] == "tool" and e["to"] == "math" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"model": "general", "mesh": {"tools": ["nobody"]}}, 404, "mesh"),
+        ({"model": "writing", "mesh": {"tools": ["math"]}}, 400, "tools"),
+        ({"model": "general", "n": 2, "mesh": {"tools": ["math"]}}, 400, "n"),
+        ({"model": "general", "tools": [CLIENT_MATH], "mesh": {"tools": ["math"]}}, 400, "mesh"),
+    ],
+)
+def test_specialist_tools_that_cannot_be_offered_are_refused(
+    mesh: RunningMesh, body: dict[str, Any], status: int, param: str
+) -> None:
+    request = {"messages": ASK, **body}
+    response = httpx.post(f"{mesh.base_url}/v1/chat/completions", json=request, timeout=60)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
