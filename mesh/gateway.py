@@ -5,14 +5,16 @@ app, and answer in OpenAI's schema with a `mesh` object saying who answered and 
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import Field
+from pydantic import Field, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -24,6 +26,7 @@ from mesh.fair_share import FairShare
 from mesh.health import health_body
 from mesh.http_auth import client_id
 from mesh.http_guard import HttpGuard, current_policy, policy_from, set_policy
+from mesh.legacy_completions import CompletionRequest, text_completion, text_completion_events
 from mesh.live import LiveFollower
 from mesh.panel import panel_members, run_panel
 from mesh.protocol import (
@@ -173,6 +176,25 @@ class Gateway:
             except BaseException:
                 release()
                 raise
+
+    @api.post("/v1/completions", response_model=None)
+    async def completions(
+        self,
+        body: CompletionRequest,
+        request: Request,
+        authorization: str | None = Header(None),
+    ) -> JSONResponse | StreamingResponse:
+        """OpenAI's legacy route: the prompt as one chat turn (`mesh.legacy_completions`)."""
+        try:
+            chat = body.as_chat()
+        except ValidationError as error:  # a 400 naming the field, as on the chat route
+            raise RequestValidationError(error.errors()) from None
+        response = await self.chat_completions(chat, request, authorization)
+        if isinstance(response, StreamingResponse):
+            return sse_response(text_completion_events(response.body_iterator))
+        if response.status_code != 200:
+            return response
+        return JSONResponse(text_completion(json.loads(bytes(response.body))))
 
     def _after_hand_back(
         self, name: str, declined: HandedBackError, decision: RouteDecision
