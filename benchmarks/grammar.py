@@ -37,7 +37,11 @@ each library's raw median mask time as a share of a decode step (rows x mask / s
     pip install xgrammar outlines-core   # optional: only to compare; not project dependencies
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/grammar.py [--schemas 100] [--seed 0]
         [--walk-tokens 256] [--libraries llguidance,xgrammar,outlines-core]
-        [--engine onnx [--engine-rows 8] [--engine-tokens 64] [--repeats 3] [--threads 1]]
+        [--engine onnx [--engine-rows 8] [--engine-tokens 64] [--repeats 3] [--threads 1]
+         [--answers 100 [--answer-tokens 400]]]
+
+--answers N (with --engine) has the model answer N random schemas under the grammar and counts
+how many complete and validate, how many run out of tokens, and how many are invalid (0).
 
 Prints one JSON object to stdout ({"libraries": {...}, "engine": {...}, "settings": {...}});
 progress goes to stderr.
@@ -564,6 +568,10 @@ def bench_engine(args: argparse.Namespace, libraries: dict[str, Any]) -> dict[st
     log(f"engine {args.engine}: loaded in {time.perf_counter() - begin:.1f}s")
     try:
         report = bench_grammar(engine, args.engine_rows, args.engine_tokens, args.repeats)
+        if args.answers:
+            report["answers"] = bench_answers(
+                engine, args.answers, args.seed + 11, args.answer_tokens
+            )
     finally:
         engine.close()
     step_ms = report["free"]["decode_ms_per_token"]
@@ -574,6 +582,57 @@ def bench_engine(args: argparse.Namespace, libraries: dict[str, Any]) -> dict[st
     }
     report["threads"] = args.threads
     return report
+
+
+def bench_answers(engine: Any, count: int, seed: int, max_tokens: int) -> dict[str, Any]:
+    """What the model answers under the grammar: `count` random schemas (`seed`), each as one
+    request ("reply with one short JSON object for this schema"), all at once, temperature 0.7
+    with a seed per request. complete = finished by the grammar and valid under jsonschema;
+    cut = ran out of `max_tokens` (a small model repeating itself inside an array or string;
+    the text is a prefix the grammar accepted); invalid = complete but failing jsonschema or
+    json.loads (must be 0)."""
+    import asyncio
+
+    import jsonschema
+
+    from specialists.engine import ChatMessage, EngineRequest, GenerationParams, collect_stream
+    from specialists.grammar import Grammar
+
+    schemas = random_schemas(count, seed=seed)
+
+    def request(i: int, schema: dict[str, Any]) -> EngineRequest:
+        grammar = Grammar(kind="json_schema", schema=schema)
+        params = GenerationParams(max_tokens=max_tokens, temperature=0.7, seed=i, grammar=grammar)
+        text = f"Reply with one short JSON object matching this schema:\n{json.dumps(schema)}"
+        return EngineRequest(messages=[ChatMessage(role="user", content=text)], params=params)
+
+    async def answer_all() -> list[Any]:
+        requests = [request(i, s) for i, s in enumerate(schemas)]
+        return list(await asyncio.gather(*(collect_stream(engine.stream(r)) for r in requests)))
+
+    begin = time.perf_counter()
+    results = asyncio.run(answer_all())
+    seconds = time.perf_counter() - begin
+    complete = cut = invalid = 0
+    for schema, result in zip(schemas, results, strict=True):
+        if result.finish_reason != "stop":
+            cut += 1
+            continue
+        try:
+            jsonschema.validate(json.loads(result.text), schema)
+            complete += 1
+        except (ValueError, jsonschema.ValidationError):
+            invalid += 1
+    tokens = sum(r.completion_tokens for r in results)
+    return {
+        "schemas": count,
+        "complete_and_valid": complete,
+        "cut_by_max_tokens": cut,
+        "invalid": invalid,
+        "max_tokens": max_tokens,
+        "tokens": tokens,
+        "seconds": round(seconds, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -587,6 +646,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine-tokens", type=int, default=64, help="max_tokens per row")
     parser.add_argument("--repeats", type=int, default=3, help="engine runs each way (median)")
     parser.add_argument("--threads", type=int, default=1, help="the engine's threads")
+    parser.add_argument(
+        "--answers", type=int, default=0, help="with --engine: the model answers N schemas"
+    )
+    parser.add_argument("--answer-tokens", type=int, default=400, help="max_tokens per answer")
     args = parser.parse_args(argv)
     unknown = set(args.libraries.split(",")) - set(CLASSES)
     if unknown:

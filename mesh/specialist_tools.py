@@ -33,7 +33,7 @@ from specialists.messages import ContextState, TraceEvent, quote_data
 MAX_QUERY_CHARS = 2000
 QUERY = {
     "type": "object",
-    "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 400}},
+    "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 200}},
     "required": ["query"],
     "additionalProperties": False,
 }

@@ -50,3 +50,43 @@ def test_langchain_n_generations(mesh: RunningMesh) -> None:
     result = llm.generate([[HumanMessage(content="Name a colour and a fruit.")]])
     texts = [generation.text for generation in result.generations[0]]
     assert len(texts) == 2 and all(text.strip() for text in texts)
+
+
+def _llama(mesh: RunningMesh, model: str, **options: object):  # type: ignore[no-untyped-def]
+    from llama_index.llms.openai_like import OpenAILike
+
+    settings: dict[str, object] = {"max_tokens": MAX_TOKENS, "temperature": 0, "timeout": 300}
+    return OpenAILike(
+        model=model,
+        api_base=f"{mesh.base_url}/v1",
+        api_key="unused",
+        context_window=2048,
+        **{**settings, **options},
+    )
+
+
+def test_llamaindex_openai_like_chat_stream_and_legacy_complete(mesh: RunningMesh) -> None:
+    from llama_index.core.llms import ChatMessage
+
+    chat = _llama(mesh, "mesh", is_chat_model=True)
+    reply = chat.chat([ChatMessage(role="user", content="Write a haiku about rain.")])
+    assert reply.message.content and reply.message.content.strip()
+    streamed = "".join(
+        r.delta or "" for r in chat.stream_chat([ChatMessage(role="user", content="Say hi.")])
+    )
+    assert streamed.strip()
+    legacy = _llama(mesh, "general", is_chat_model=False)  # /v1/completions
+    assert legacy.complete("Name a colour.").text.strip()
+
+
+def test_llamaindex_structured_prediction_through_tool_calls(mesh: RunningMesh) -> None:
+    from llama_index.core.prompts import PromptTemplate
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        country: str
+
+    llm = _llama(mesh, "general", is_chat_model=True, is_function_calling_model=True, max_tokens=60)
+    city = llm.structured_predict(City, PromptTemplate("Name a city in {place}."), place="Peru")
+    assert isinstance(city, City) and city.name and city.country

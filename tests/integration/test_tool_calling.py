@@ -50,7 +50,13 @@ def client(mesh: RunningMesh) -> openai.OpenAI:
 
 
 def _call(client: openai.OpenAI, **options: Any) -> Any:
-    settings = {"model": "general", "messages": ASK, "tools": [WEATHER, CLOCK], "max_tokens": 60}
+    settings = {
+        "model": "general",
+        "messages": ASK,
+        "tools": [WEATHER, CLOCK],
+        "max_tokens": 100,  # a call is held to its schema; the budget must fit it
+        "temperature": 0,
+    }
     return client.chat.completions.create(**{**settings, **options})
 
 
@@ -150,7 +156,8 @@ def test_a_specialist_offered_as_a_tool_is_asked_and_traced(client: openai.OpenA
         "model": "general",
         "messages": [{"role": "user", "content": "What is 17 * 23? Use the calculator."}],
         "tool_choice": {"type": "function", "function": {"name": "math"}},
-        "max_tokens": 60,
+        "max_tokens": 120,
+        "temperature": 0,
         "extra_body": {"mesh": {"tools": ["math"]}},
     }
     completion = client.chat.completions.create(**options)
