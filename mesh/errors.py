@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,6 +45,10 @@ def error_response(error: BaseException) -> JSONResponse:
     )
 
 
+# "tools: function names must be unique": how a check across fields names the one it blames.
+FIELD_FIRST = re.compile(r"^([a-z_][a-z0-9_.]*): ")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MeshError)
     async def _mesh_error(_request: Request, error: MeshError) -> JSONResponse:
@@ -54,10 +59,11 @@ def install_error_handlers(app: FastAPI) -> None:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid body"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         message = str(first["msg"]).removeprefix("Value error, ")
-        return JSONResponse(
-            error_body(f"{param}: {message}" if param else message, "invalid_request_error", param),
-            status_code=400,
-        )
+        if param:
+            message = f"{param}: {message}"
+        elif named := FIELD_FIRST.match(message):  # a check across fields names its field
+            param = named.group(1)
+        return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -246,6 +246,7 @@ class Gateway:
             stop=body.stop_list(),
             seed=body.seed,
             grammar=body.grammar(),
+            logprobs=body.logprob_count,
         )
         live = set(self.follower.view.specialists)
         if decision.mode == "compound":
@@ -371,6 +372,11 @@ class Gateway:
                 ],
                 usage=usage,
                 mesh=info,
+                logprobs=(
+                    [[e.model_dump() for e in r.logprobs] for r in results]
+                    if body.logprobs
+                    else None
+                ),
             )
         )
 

@@ -46,6 +46,7 @@ MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
 MAX_USER_CHARS = 256
 MAX_COMPLETION_TOKENS = 1_000_000  # a sanity cap; each specialist's manifest clamps far lower
+MAX_TOP_LOGPROBS = 20  # OpenAI's own limit
 MAX_CHOICES = 8  # `n`: each choice is one more row in the specialist's batch
 MAX_EMBEDDING_INPUTS = 256  # texts per /v1/embeddings call (OpenAI allows 2048; ours is a CPU)
 
@@ -53,8 +54,6 @@ MAX_EMBEDDING_INPUTS = 256  # texts per /v1/embeddings call (OpenAI allows 2048;
 # client sending its defaults still works). Anything else is a 400 naming the field: silently
 # ignoring `tools` or `response_format` would hand back an answer the caller did not ask for.
 UNSUPPORTED_FIELDS: dict[str, tuple[Any, ...]] = {
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "logit_bias": (None, {}),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
@@ -248,9 +247,13 @@ class ChatCompletionRequest(ApiBody):
     parallel_tool_calls: bool | None = Field(
         None, description="Accepted; an answer makes at most one call (a permission, not a duty)."
     )
+    logprobs: bool | None = Field(
+        None, description="Each answer token's log-probability (the model's raw distribution)."
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="Alternatives per token; needs logprobs."
+    )
     # Not honoured: declared only so a request that asks for them is refused by name.
-    logprobs: Any = None
-    top_logprobs: Any = None
     logit_bias: Any = None
     functions: Any = None
     function_call: Any = None
@@ -337,6 +340,17 @@ class ChatCompletionRequest(ApiBody):
             except InvalidRequestError as error:
                 raise ValueError(f"tools: {error.message}") from None
         return self
+
+    @model_validator(mode="after")
+    def _logprobs_asked(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs set to true")
+        return self
+
+    @property
+    def logprob_count(self) -> int | None:
+        """Alternatives per token the engines report (None: no log-probabilities at all)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @property
     def tool_mode(self) -> ToolMode:
@@ -506,8 +520,10 @@ def completion_body(
     choices: list[tuple[str | dict[str, Any], str]],
     usage: Usage,
     mesh: MeshInfo,
+    logprobs: list[list[dict[str, Any]] | None] | None = None,
 ) -> dict[str, Any]:
-    """`choices`: (text or assistant message, finish_reason) per choice, in index order."""
+    """`choices`: (text or assistant message, finish_reason) per choice, in index order;
+    `logprobs`: each choice's token entries when the request asked for them."""
     return {
         "id": id,
         "object": "chat.completion",
@@ -520,12 +536,18 @@ def completion_body(
                     text if isinstance(text, dict) else {"role": "assistant", "content": text}
                 ),
                 "finish_reason": finish_reason,
+                "logprobs": logprob_body(logprobs[index] if logprobs else None),
             }
             for index, (text, finish_reason) in enumerate(choices)
         ],
         "usage": usage.model_dump(),
         "mesh": mesh.model_dump(mode="json"),
     }
+
+
+def logprob_body(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """OpenAI's `logprobs` object of a choice (or chunk): the token entries, no refusal."""
+    return None if entries is None else {"content": entries, "refusal": None}
 
 
 def chunk_body(
@@ -537,13 +559,17 @@ def chunk_body(
     mesh: MeshInfo | None = None,
     usage: Usage | None = None,
     index: int = 0,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = logprob_body(logprobs)
     body: dict[str, Any] = {
         "id": id,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
     if mesh is not None:
         body["mesh"] = mesh.model_dump(mode="json")

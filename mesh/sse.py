@@ -52,7 +52,14 @@ async def sse_stream(
             async for index, delta in stream:
                 for event in delta.trace:
                     yield trace_chunk(id, model, event.dump())
-                for piece in readers[index].feed(delta.text):
+                pieces = readers[index].feed(delta.text)
+                if delta.logprobs:  # the tokens' entries ride on this step's first chunk
+                    entries = [entry.model_dump() for entry in delta.logprobs]
+                    opening, *pieces = pieces or [{"content": ""}]
+                    yield sse_event(
+                        chunk_body(id=id, model=model, delta=opening, index=index, logprobs=entries)
+                    )
+                for piece in pieces:
                     yield sse_event(chunk_body(id=id, model=model, delta=piece, index=index))
                 if delta.finish_reason:
                     last, reason = readers[index].finish(delta.finish_reason)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.errors import InvalidRequestError
-from specialists.engine import FinishReason, Prompt, TextDelta, next_piece
+from specialists.engine import FinishReason, Prompt, TextDelta, TokenLogprob, next_piece
+from specialists.logprobs import sampled_logprobs
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -38,6 +39,8 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     finish: FinishReason | None = None
+    # Log-probabilities of tokens whose text is not shown yet (`params.logprobs`).
+    held: list[TokenLogprob] = field(default_factory=list)
     # Why this row ended early, when sampling it failed: its final delta says "cancelled" and
     # the scheduler hands this error to the row's caller instead.
     error: BaseException | None = None
@@ -269,6 +272,8 @@ def _next_delta(logits: Any, row: _Row, tokenizer: Any, eos_ids: set[int]) -> tu
     request cannot take the batch's step down with it."""
     try:
         token = _sample(logits, row)
+        top = row.prompt.params.logprobs
+        row.held += sampled_logprobs(logits, token, top, tokenizer, eos_ids)
         return token, _advance(row, token, tokenizer, eos_ids)
     except Exception as error:
         row.error, row.finish = error, "cancelled"
@@ -334,10 +339,13 @@ def _advance(row: _Row, token: int, tokenizer: Any, eos_ids: set[int]) -> TextDe
         early=_stopped_early(row),
     )
     row.emitted += piece
+    # Log-probabilities travel with the text they show (or with the final delta).
+    logprobs, row.held = (row.held, []) if piece or row.finish else ([], row.held)
     if row.finish is None:
-        return TextDelta(text=piece)
+        return TextDelta(text=piece, logprobs=logprobs)
     return TextDelta(
         text=piece,
+        logprobs=logprobs,
         finish_reason=row.finish,
         prompt_tokens=len(row.prompt.ids),
         completion_tokens=len(row.generated) + int(eos),

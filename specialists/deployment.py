@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
+from registry.errors import InvalidRequestError
 from registry.manifest import SpecialistManifest
 from specialists.adapter_pool import FORWARDER_CPUS, PoolClientEngine, shares_base
 from specialists.context import MeshContext, Reply
@@ -164,6 +165,7 @@ class SpecialistDeployment:
         the whole trace rides on the last delta."""
         ctx = ctx or self._context(request.context)
         params = request.params
+        self._check_capabilities(params)
         if self.exact:
             async for delta in self._run_tool(request, ctx):
                 yield delta
@@ -181,7 +183,7 @@ class SpecialistDeployment:
             text = result.text
             if free_text:
                 text = cite_missing(strip_directives(text), prepared.exact)
-            yield TextDelta(text=text)
+            yield TextDelta(text=text, logprobs=result.logprobs)
             yield TextDelta(
                 text="",
                 finish_reason=result.finish_reason,
@@ -200,6 +202,21 @@ class SpecialistDeployment:
                 if cited != text:
                     yield TextDelta(text=cited[len(text) :])
             yield delta
+
+    def _check_capabilities(self, params: GenerationParams) -> None:
+        """A request for what this engine cannot do is the request's 400, never ignored (the
+        gateway routes by the manifest's `features`; this holds for every other caller)."""
+        can = self.engine.capabilities
+        if params.grammar is not None and not can.grammars:
+            raise InvalidRequestError(
+                f"{self.manifest.name}'s engine has no constrained decoding",
+                param=params.grammar.param,
+            )
+        if params.logprobs is not None and not can.logprobs:
+            raise InvalidRequestError(
+                f"{self.manifest.name}'s engine does not report log-probabilities",
+                param="logprobs",
+            )
 
     def _context(self, state: ContextState | None) -> MeshContext:
         parsed = state or ContextState()

@@ -34,6 +34,20 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    """One token and its log-probability (OpenAI's `top_logprobs` entry)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    """A sampled token's log-probability and the most likely alternatives at that step."""
+
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
 class GenerationParams(BaseModel):
     """Sampling settings for one request, already clamped to the manifest's limits."""
 
@@ -52,6 +66,15 @@ class GenerationParams(BaseModel):
         description="Constrained decoding: the output matches this (engines declaring "
         "`capabilities.grammars`).",
     )
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Return each sampled token's log-probability and this many most likely "
+        "alternatives (OpenAI's `top_logprobs`; 0: none); None: no log-probabilities. Raw: "
+        "the model's own distribution, before penalties, temperature, top_p and grammar "
+        "(engines declaring `capabilities.logprobs`).",
+    )
 
     @classmethod
     def merge(
@@ -64,6 +87,7 @@ class GenerationParams(BaseModel):
         stop: list[str] | None = None,
         seed: int | None = None,
         grammar: Grammar | None = None,
+        logprobs: int | None = None,
     ) -> GenerationParams:
         """Request values win, but never beyond the manifest's `max_tokens`. With a grammar
         the manifest's stop strings do not apply (they end free text; the grammar ends its
@@ -77,6 +101,7 @@ class GenerationParams(BaseModel):
             stop=([] if grammar else list(defaults.stop)) + list(stop or []),
             seed=seed,
             grammar=grammar,
+            logprobs=logprobs,
         )
 
 
@@ -86,6 +111,8 @@ class GenerationResult(BaseModel):
     completion_tokens: int
     finish_reason: FinishReason
     trace: list[TraceEvent] = Field(default_factory=list)
+    # One entry per answer token (end of sequence excluded) when `params.logprobs` was set.
+    logprobs: list[TokenLogprob] = Field(default_factory=list)
 
 
 class TextDelta(BaseModel):
@@ -97,6 +124,10 @@ class TextDelta(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     trace: list[TraceEvent] = Field(default_factory=list)
+    # When `params.logprobs` is set: the tokens sampled since the last delta, in order (end of
+    # sequence excluded). Tokens whose text is held back travel with it; a stop string's own
+    # tokens are reported although its text is cut.
+    logprobs: list[TokenLogprob] = Field(default_factory=list)
 
 
 @dataclass
@@ -327,10 +358,11 @@ class BatchEngine(Engine):
 
 def collect(deltas: Iterable[TextDelta]) -> GenerationResult:
     """Join streamed deltas into one result."""
-    text, last, trace = "", TextDelta(text=""), []
+    text, last, trace, logprobs = "", TextDelta(text=""), [], []
     for delta in deltas:
         text += delta.text
         trace.extend(delta.trace)
+        logprobs.extend(delta.logprobs)
         last = delta
     return GenerationResult(
         text=text,
@@ -338,6 +370,7 @@ def collect(deltas: Iterable[TextDelta]) -> GenerationResult:
         completion_tokens=last.completion_tokens,
         finish_reason=last.finish_reason or "stop",
         trace=trace,
+        logprobs=logprobs,
     )
 
 
@@ -405,7 +438,11 @@ async def coalesce(
 
 def _merge(first: TextDelta, then: TextDelta) -> TextDelta:
     return then.model_copy(
-        update={"text": first.text + then.text, "trace": first.trace + then.trace}
+        update={
+            "text": first.text + then.text,
+            "trace": first.trace + then.trace,
+            "logprobs": first.logprobs + then.logprobs,
+        }
     )
 
 

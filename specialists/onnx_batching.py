@@ -34,8 +34,10 @@ from specialists.engine import (
     FinishReason,
     GenerationParams,
     TextDelta,
+    TokenLogprob,
     next_piece,
 )
+from specialists.logprobs import sampled_logprobs
 
 Emit = Callable[[TextDelta | BaseException], None]
 NUCLEUS_CANDIDATES = 512
@@ -63,6 +65,8 @@ class Row:
     released: bool = False  # counted as finished by the worker
     failed: bool = False  # ended by an error, not a finish reason
     constraint: Any = None  # its grammar state (`specialists.grammar.TokenConstraint`)
+    # Log-probabilities of tokens whose text is not sent yet (`params.logprobs`).
+    held: list[TokenLogprob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.seen = set(self.ids)
@@ -88,7 +92,8 @@ class Row:
     def end(self, reason: FinishReason) -> None:
         """Finish without another token."""
         self.finish = reason
-        self.send(TextDelta(text="", finish_reason=reason, **self.counts(0)))
+        logprobs, self.held = self.held, []
+        self.send(TextDelta(text="", logprobs=logprobs, finish_reason=reason, **self.counts(0)))
 
     def fail(self, error: BaseException) -> None:
         self.finish = "cancelled"
@@ -143,6 +148,15 @@ def _draw(weights: np.ndarray, rng: np.random.Generator) -> int:
     return min(index, weights.size - 1)
 
 
+def sample(logits: np.ndarray, row: Row, tokenizer: Any, eos_ids: set[int]) -> int:
+    """One step of a row: choose its token (from raw `logits`), note the token's
+    log-probabilities when the row asks for them, and advance the row."""
+    token = choose(logits, row)
+    row.held += sampled_logprobs(logits, token, row.params.logprobs, tokenizer, eos_ids)
+    advance(row, token, tokenizer, eos_ids)
+    return token
+
+
 def advance(row: Row, token: int, tokenizer: Any, eos_ids: set[int]) -> None:
     """Add one token to a row and send the text it makes safe to show (finishing the row
     when it is done)."""
@@ -164,10 +178,14 @@ def advance(row: Row, token: int, tokenizer: Any, eos_ids: set[int]) -> None:
         early=row.stopped_early(),
     )
     row.emitted += piece
+    if row.finish is None and not piece:
+        return  # log-probabilities wait for the text they belong to (or the final delta)
+    logprobs, row.held = row.held, []
     if row.finish is not None:
-        row.send(TextDelta(text=piece, finish_reason=row.finish, **row.counts(int(eos))))
-    elif piece:
-        row.send(TextDelta(text=piece))
+        counts = row.counts(int(eos))
+        row.send(TextDelta(text=piece, logprobs=logprobs, finish_reason=row.finish, **counts))
+    else:
+        row.send(TextDelta(text=piece, logprobs=logprobs))
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -330,8 +348,7 @@ class Lane:
     def _sample(self, slot: int, logits: np.ndarray) -> None:
         row = self.rows[slot]
         try:
-            self.pending[slot] = choose(logits, row)
-            advance(row, self.pending[slot], self.decoder.tokenizer, self.decoder.eos_ids)
+            self.pending[slot] = sample(logits, row, self.decoder.tokenizer, self.decoder.eos_ids)
         except Exception as error:  # this row's own failure
             row.fail(error)
 

@@ -66,7 +66,7 @@ class OnnxGenAIEngine(Engine):
 
     name: ClassVar[str] = "onnx"
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(
-        adapters=True, continuous_batching=True, grammars=True
+        adapters=True, continuous_batching=True, grammars=True, logprobs=True
     )
 
     def __init__(

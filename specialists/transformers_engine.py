@@ -37,7 +37,7 @@ class TransformersEngine(BatchEngine):
 
     name: ClassVar[str] = "transformers"
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(
-        continuous_batching=True, adapters=True, grammars=True
+        continuous_batching=True, adapters=True, grammars=True, logprobs=True
     )
 
     def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:

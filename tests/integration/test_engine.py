@@ -333,3 +333,49 @@ def test_a_grammar_row_and_a_free_row_share_one_batch(engines: dict) -> None:
     assert texts[0] == alone.text
     jsonschema.validate(json.loads(texts[1]), PERSON_SCHEMA)
     assert finals[1] == "stop", "the completed grammar ends the row"
+
+
+def _assert_logprobs(result, top: int) -> None:  # type: ignore[no-untyped-def]
+    """A greedy answer's log-probabilities (no stop strings, no repetition penalty): one entry
+    per answer token, end of sequence excluded; the sampled token is the most likely."""
+    ends_with_eos = result.finish_reason == "stop"  # no stop strings: "stop" is end of sequence
+    assert len(result.logprobs) == result.completion_tokens - int(ends_with_eos)
+    for entry in result.logprobs:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == top
+        values = [alternative.logprob for alternative in entry.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        assert entry.top_logprobs[0].token == entry.token and values[0] == entry.logprob
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    assert "".join(entry.token for entry in result.logprobs) == result.text
+
+
+def test_logprobs_for_the_rows_that_ask_only(engines: dict) -> None:
+    """In one batch, rows asking for log-probabilities get them and every row answers as
+    alone; the scheduler's stream carries the same entries as a direct generate."""
+    from specialists.engine import collect
+
+    engine = engines["gguf"]
+    plain = GenerationParams(max_tokens=16, temperature=0.0, repetition_penalty=1.0)
+    asked = plain.model_copy(update={"logprobs": 3})
+    alone = [engine.generate([ChatMessage(role="user", content=q)], plain) for q in QUESTIONS]
+    prompts = [_ask(engine, q, plain if i % 2 else asked) for i, q in enumerate(QUESTIONS)]
+    deltas: list[list[TextDelta]] = [[] for _ in prompts]
+    for step in engine.stream_batch(prompts, [threading.Event() for _ in prompts]):
+        for i, delta in enumerate(step):
+            if delta is not None:
+                deltas[i].append(delta)
+    results = [collect(d) for d in deltas]
+    for i, (result, expected) in enumerate(zip(results, alone, strict=True)):
+        assert (result.text, result.completion_tokens) == (
+            expected.text,
+            expected.completion_tokens,
+        )
+        if i % 2:
+            assert result.logprobs == [] and expected.logprobs == []
+        else:
+            _assert_logprobs(result, 3)
+    streamed = collect(stream_all(engine, [ChatMessage(role="user", content=QUESTIONS[0])], asked))
+    assert [e.token for e in streamed.logprobs] == [e.token for e in results[0].logprobs]
+    assert [e.logprob for e in streamed.logprobs] == pytest.approx(
+        [e.logprob for e in results[0].logprobs], abs=1e-3
+    )

@@ -361,3 +361,46 @@ def test_random_schemas_are_held_token_by_token(engine: OnnxGenAIEngine) -> None
         ids = engine.tokenizer.encode(text, add_special_tokens=False)
         assert matcher.validate_tokens(ids) == len(ids), "a cut answer is a valid prefix"
     assert complete >= 12, f"only {complete} of 16 answers completed"
+
+
+def _assert_logprobs(result, top: int) -> None:  # type: ignore[no-untyped-def]
+    """A greedy answer's log-probabilities (no stop strings, no repetition penalty): one entry
+    per answer token, end of sequence excluded; the sampled token is the most likely."""
+    ends_with_eos = result.finish_reason == "stop"  # no stop strings: "stop" is end of sequence
+    assert len(result.logprobs) == result.completion_tokens - int(ends_with_eos)
+    for entry in result.logprobs:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == top
+        values = [alternative.logprob for alternative in entry.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        if top:
+            assert entry.top_logprobs[0].token == entry.token and values[0] == entry.logprob
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    assert "".join(entry.token for entry in result.logprobs) == result.text
+
+
+def test_logprobs_for_the_rows_that_ask_only(engine: OnnxGenAIEngine) -> None:
+    """Concurrent rows with and without log-probabilities: each answers as alone, and only
+    the rows that ask get entries (k alternatives each, 0 included)."""
+    from specialists.engine import collect
+
+    questions = [QUESTION, "What is the capital of France?", "Say hello in Spanish."]
+    alone = [collect(_run(engine, text=q)) for q in questions]
+    settings = [GREEDY.model_copy(update={"logprobs": k}) for k in (3, None, 0)]
+
+    async def together() -> list[list[TextDelta]]:
+        requests = [
+            EngineRequest(messages=[ChatMessage(role="user", content=q)], params=p)
+            for q, p in zip(questions, settings, strict=True)
+        ]
+        return list(await asyncio.gather(*(_deltas(engine, r) for r in requests)))
+
+    results = [collect(deltas) for deltas in asyncio.run(together())]
+    for result, expected, params in zip(results, alone, settings, strict=True):
+        assert (result.text, result.completion_tokens) == (
+            expected.text,
+            expected.completion_tokens,
+        )
+        if params.logprobs is None:
+            assert result.logprobs == [] and expected.logprobs == []
+        else:
+            _assert_logprobs(result, params.logprobs)

@@ -87,7 +87,8 @@ def _refusal(**fields: Any) -> str:
         ({"user": "u" * 257}, "user: String should have at most 256"),
         ({"presence_penalty": 2.5}, "presence_penalty: Input should be less than or equal to 2"),
         ({"presence_penalty": 0.5}, "presence_penalty: Value error, presence_penalty is not"),
-        ({"logprobs": True}, "logprobs: Value error, logprobs is not supported"),
+        ({"top_logprobs": 2}, ": Value error, top_logprobs: needs logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs: Input should be less than"),
         ({"tools": [{"type": "function"}]}, "tools.0.function: Field required"),
         ({"response_format": {"type": "xml"}}, "response_format.type: Input should be"),
         ({"response_format": {"type": "json_schema"}}, "response_format: Value error, type"),
@@ -188,3 +189,31 @@ def test_lone_surrogates_are_refused_at_the_boundary() -> None:
         assert "lone surrogate" in error.message
     else:
         raise AssertionError("a manifest with a lone surrogate was accepted")
+
+
+def test_a_check_across_fields_still_names_its_field_in_the_error() -> None:
+    """Model-level checks (tools with tool_choice, top_logprobs with logprobs) have no field
+    location; the 400 takes its `param` from the message's leading field name."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from mesh.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/chat")
+    async def chat(body: ChatCompletionRequest) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    client = TestClient(app)
+    tool = {"type": "function", "function": {"name": "f"}}
+    for body, param in (
+        ({"tools": [tool, tool]}, "tools"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"n": 99}, "n"),
+    ):
+        response = client.post("/chat", json={"messages": MESSAGES, **body})
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["param"] == param and error["message"].startswith(f"{param}: ")

@@ -121,3 +121,22 @@ def test_interleaved_yields_every_delta_once_with_its_index(n: int) -> None:
     assert sorted(seen) == [(i, f"{i}{j}") for i in range(n) for j in range(4)]
     for i in range(n):  # each stream's own order is kept
         assert [t for k, t in seen if k == i] == [f"{i}{j}" for j in range(4)]
+
+
+def test_token_logprobs_ride_on_their_chunk_even_when_the_text_is_held() -> None:
+    from specialists.engine import TokenLogprob
+
+    entry = TokenLogprob(token="Hi", logprob=-0.1, bytes=[72, 105])
+    held = TokenLogprob(token="<", logprob=-2.0, bytes=[60])
+    deltas = [
+        TextDelta(text="Hi", logprobs=[entry]),
+        TextDelta(text="", logprobs=[held]),  # e.g. a tool-call marker's start, held back
+        TextDelta(text="", finish_reason="stop", prompt_tokens=5, completion_tokens=2),
+    ]
+    events = asyncio.run(_events(1, [deltas]))
+    chunks = [e["choices"][0] for e in events if e.get("choices")]
+    with_logprobs = [c for c in chunks if c.get("logprobs")]
+    assert [c["logprobs"]["content"][0]["token"] for c in with_logprobs] == ["Hi", "<"]
+    assert with_logprobs[0]["delta"] == {"content": "Hi"}
+    assert with_logprobs[1]["delta"] == {"content": ""}
+    assert all("logprobs" not in c for c in chunks if c not in with_logprobs)
