@@ -62,19 +62,24 @@ class Grammar(BaseModel):
 
         if self.kind == "lark":
             source = self.lark or ""
-            grammar = llguidance.LLMatcher.grammar_from_lark(source)
         else:
             schema = self.json_schema if self.kind == "json_schema" else {"type": "object"}
             source = json.dumps(schema)
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(source, defaults=JSON_STYLE)
-        if len(source) > MAX_GRAMMAR_CHARS:
+        if len(source) > MAX_GRAMMAR_CHARS:  # before any parsing
             raise InvalidRequestError(
                 f"the schema is {len(source)} characters; the limit is {MAX_GRAMMAR_CHARS}",
                 param=self.param,
             )
-        error = llguidance.LLMatcher.validate_grammar(grammar)
+        try:
+            if self.kind == "lark":
+                grammar = llguidance.LLMatcher.grammar_from_lark(source)
+            else:
+                grammar = llguidance.LLMatcher.grammar_from_json_schema(source, defaults=JSON_STYLE)
+            error = llguidance.LLMatcher.validate_grammar(grammar)
+        except Exception as raised:  # whatever the parser says of a client's schema is a 400
+            error = f"{type(raised).__name__}: {raised}"
         if error and not error.startswith("WARNING"):
-            raise InvalidRequestError(f"unusable schema: {error.strip()}", param=self.param)
+            raise InvalidRequestError(f"unusable schema: {error.strip()[:500]}", param=self.param)
         return grammar
 
     def check(self) -> None:
@@ -95,9 +100,10 @@ class TokenConstraint:
         tokenizer's vocabulary: the extra rows are never allowed): what the grammar accepts
         next, end of sequence only once the grammar is satisfied."""
         bits = np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8)
-        mask = np.zeros(size, dtype=bool)
         n = min(size, self._vocab)
-        mask[:n] = np.unpackbits(bits, bitorder="little")[:n]
+        mask = np.unpackbits(bits, count=n, bitorder="little").view(bool)
+        if n < size:
+            mask = np.concatenate([mask, np.zeros(size - n, dtype=bool)])
         self._raise_if_broken()
         if not mask.any():  # cannot happen for a valid grammar; never sample from nothing
             raise InvalidRequestError("the grammar allows no next token", param="response_format")
@@ -105,7 +111,7 @@ class TokenConstraint:
 
     def restrict(self, logits: np.ndarray) -> np.ndarray:
         """A copy of `logits` with every token the grammar forbids at -inf."""
-        return np.where(self.allowed(logits.shape[-1]), logits, -np.inf).astype(logits.dtype)
+        return np.where(self.allowed(logits.shape[-1]), logits, logits.dtype.type(-np.inf))
 
     def accept(self, token: int) -> None:
         """Advance past the sampled token (end of sequence included)."""
