@@ -601,7 +601,7 @@ def bench_answers(engine: Any, count: int, seed: int, max_tokens: int) -> dict[s
     schemas = random_schemas(count, seed=seed)
 
     def request(i: int, schema: dict[str, Any]) -> EngineRequest:
-        grammar = Grammar(kind="json_schema", schema=schema)
+        grammar = Grammar(kind="json_schema", json_schema=schema)
         params = GenerationParams(max_tokens=max_tokens, temperature=0.7, seed=i, grammar=grammar)
         text = f"Reply with one short JSON object matching this schema:\n{json.dumps(schema)}"
         return EngineRequest(messages=[ChatMessage(role="user", content=text)], params=params)

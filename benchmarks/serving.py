@@ -292,7 +292,7 @@ def bench_grammar(
     from specialists.engine import ChatMessage, EngineRequest, GenerationParams
     from specialists.grammar import Grammar
 
-    grammar = Grammar(kind="json_schema", schema=GRAMMAR_SCHEMA)
+    grammar = Grammar(kind="json_schema", json_schema=GRAMMAR_SCHEMA)
 
     async def one(i: int, constrained: bool) -> Sample:
         prompt = (

@@ -92,8 +92,8 @@ def _why_whole(body: ChatCompletionRequest, decision: RouteDecision, live: set[s
     """Why a compound decision is answered by one specialist after all (None: it is not)."""
     if body.choices > 1:
         return "n > 1"
-    if body.needs:
-        return f"{', '.join(body.needs)} asked"
+    if body.needs or body.logprobs:
+        return f"{', '.join(body.needs or ['logprobs'])} asked"
     if body.mesh is not None and body.mesh.panel:
         return "a panel was requested"
     gone = [p.specialist for p in decision.parts if p.specialist not in live]
@@ -115,7 +115,7 @@ def _choices(call: SpecialistRequest, n: int) -> list[SpecialistRequest]:
 
 async def _replayed(result: GenerationResult) -> AsyncGenerator[tuple[int, TextDelta], None]:
     """An answer already generated, as the one-choice stream `sse_stream` frames."""
-    yield 0, TextDelta(text=result.text)
+    yield 0, TextDelta(text=result.text, logprobs=result.logprobs)
     final = result.model_dump(include={"finish_reason", "prompt_tokens", "completion_tokens"})
     yield 0, TextDelta(text="", trace=result.trace, **final)
 
@@ -156,10 +156,10 @@ class Gateway:
         authorization: str | None = Header(None),
     ) -> JSONResponse | StreamingResponse:
         await self._check_auth(authorization)
-        self._check_size(body)
         if body.specialist_tools:  # offered as functions: validated like the client's own
             offered = specialist_tools(body.specialist_tools, self.follower.view.specialists)
             body = body.with_tools(offered)
+        self._check_size(body)
         manifest, decision = await self._choose(body)
         address = request.client.host if request.client else None
         client = client_id(authorization, address, self.settings.api_keys)
@@ -233,21 +233,20 @@ class Gateway:
             if body.needs:
                 field = FEATURE_FIELDS[body.needs[0]]
                 raise InvalidRequestError(f"{field} is not supported with a panel", param=field)
-        if body.specialist_tools and body.choices > 1:
-            raise InvalidRequestError("n > 1 is not supported with mesh.tools", param="n")
             unknown = [n for n in body.mesh.panel if n not in self.follower.view.specialists]
             if unknown:
                 raise NotFoundError(f"panel members not live: {', '.join(unknown)}", param="mesh")
-        params = GenerationParams.merge(
-            manifest.generation,
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop_list(),
-            seed=body.seed,
-            grammar=body.grammar(),
-            logprobs=body.logprob_count,
-        )
+        if body.specialist_tools and body.choices > 1:
+            raise InvalidRequestError("n > 1 is not supported with mesh.tools", param="n")
+        sampling: dict[str, Any] = {
+            "max_tokens": body.max_completion_tokens or body.max_tokens,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "stop": body.stop_list(),
+            "seed": body.seed,
+            "logprobs": body.logprob_count,
+        }
+        params = GenerationParams.merge(manifest.generation, grammar=body.grammar(), **sampling)
         live = set(self.follower.view.specialists)
         if decision.mode == "compound":
             whole = _why_whole(body, decision, live)
@@ -256,9 +255,10 @@ class Gateway:
             reason = f"{decision.reason}; answered whole: {whole}"
             decision = decision.model_copy(update={"mode": "single", "parts": [], "reason": reason})
         members = panel_members(body.mesh, decision, live)
-        if body.choices > 1 and members:  # n choices come from the top specialist alone
+        alone = "n > 1" if body.choices > 1 else ", ".join(body.needs) + " asked"
+        if members and (body.choices > 1 or body.needs):  # the top candidate answers alone
             members = []
-            why = f"{decision.reason}; n > 1: the top candidate answers alone"
+            why = f"{decision.reason}; {alone}: the top candidate answers alone"
             decision = decision.model_copy(update={"mode": "single", "reason": why})
         data: list[str] = []
         trace: list[dict[str, Any]] = []
@@ -317,9 +317,15 @@ class Gateway:
         spent = 0
         try:
             if body.specialist_tools:  # the model may call a specialist first
-                names = set(body.specialist_tools)
+                without_tools = body.model_copy(update={"tool_choice": "none"}).chat()
                 round_ = await answer_with_specialists(
-                    call, mode, names, manifest.name, state, handle.chat.remote
+                    call,
+                    mode,
+                    set(body.specialist_tools),
+                    manifest.name,
+                    handle.chat.remote,
+                    plain=[ChatMessage.model_validate(m) for m in without_tools],
+                    plain_params=GenerationParams.merge(manifest.generation, **sampling),
                 )
                 info.trace.extend(event.dump() for event in round_.trace)
                 ready, spent = round_.answer, round_.spent
@@ -346,6 +352,7 @@ class Gateway:
                     finish,
                     include_usage=body.include_usage,
                     tool_mode=mode,
+                    spent=spent,
                 )
             results: list[GenerationResult] = (
                 [ready]
@@ -527,7 +534,7 @@ class Gateway:
                 f"too many messages: {len(body.messages)} > {self.settings.max_messages}",
                 param="messages",
             )
-        size = sum(len(m.text()) for m in body.messages)
+        size = sum(len(m["content"]) for m in body.chat())  # tools and calls shown included
         if size > self.settings.max_prompt_chars:
             raise InvalidRequestError(
                 f"prompt is {size} characters; the limit is {self.settings.max_prompt_chars}",
@@ -560,21 +567,21 @@ class Gateway:
             view = await self.follower.refresh()
         if name not in view.specialists:
             raise await self._not_live(name, sorted(view.specialists))
-        for need in body.needs:  # only specialists declaring the feature may answer
-            decision = self._serving(need, body, decision, view.specialists)
+        if body.needs:  # only specialists declaring every feature needed may answer
+            decision = self._serving(body.needs, body, decision, view.specialists)
         return view.specialists[decision.chosen or name], decision
 
     def _serving(
         self,
-        need: str,
+        needs: list[str],
         body: ChatCompletionRequest,
         decision: RouteDecision,
         live: dict[str, SpecialistManifest],
     ) -> RouteDecision:
-        """`decision` among the live specialists whose manifest declares `need`, or a 400
-        naming the request field that needs it."""
-        able = sorted(n for n, m in live.items() if need in m.features)
-        field = FEATURE_FIELDS[need]
+        """`decision` among the live specialists whose manifest declares every feature in
+        `needs`, or a 400 naming the request field that needs them."""
+        able = sorted(n for n, m in live.items() if set(needs) <= set(m.features))
+        need, field = " and ".join(needs), FEATURE_FIELDS[needs[-1]]
         offer = ", ".join(able) or "none is live"
         if not body.routed:
             if decision.chosen in able:
@@ -623,6 +630,7 @@ class Gateway:
         *,
         include_usage: bool = False,
         tool_mode: ToolMode = "text",
+        spent: int = 0,
     ) -> StreamingResponse | JSONResponse:
         """One stream per choice; each stream's first delta is awaited before the response
         starts, so a refusal (or a hand-back) is still a plain HTTP answer."""
@@ -658,6 +666,7 @@ class Gateway:
                 choices=len(streams),
                 include_usage=include_usage,
                 tool_mode=tool_mode,
+                spent=spent,
             )
         )
 

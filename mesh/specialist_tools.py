@@ -27,7 +27,7 @@ from mesh.tool_calls import (
 from registry import NotFoundError, SpecialistManifest
 from specialists.context import MeshContext
 from specialists.deployment import SpecialistRequest
-from specialists.engine import ChatMessage, GenerationResult
+from specialists.engine import ChatMessage, GenerationParams, GenerationResult
 from specialists.messages import ContextState, TraceEvent, quote_data
 
 MAX_QUERY_CHARS = 2000
@@ -76,10 +76,14 @@ async def answer_with_specialists(
     mode: ToolMode,
     names: set[str],
     asker: str,
-    state: ContextState,
     generate: Generate,
+    *,
+    plain: list[ChatMessage],
+    plain_params: GenerationParams,
 ) -> ToolRound:
-    """Run the first answer; if it calls one of the specialists in `names`, ask it."""
+    """Run the first answer; if it calls one of the specialists in `names`, ask it. The
+    answer after the call is generated from `plain` (the conversation without the tools shown)
+    with `plain_params` (no grammar), within what is left of the request's bounds."""
     first = await generate(call)
     message, finish = ToolCallReader(mode).message(first.text, first.finish_reason)
     called = (message.get("tool_calls") or [None])[0]
@@ -87,24 +91,37 @@ async def answer_with_specialists(
         return ToolRound(answer=first, again=None)
     name, arguments = called["function"]["name"], called["function"]["arguments"]
     query = str(json.loads(arguments).get("query", ""))[:MAX_QUERY_CHARS]
-    ctx = MeshContext(state, asker, sorted(names))
-    ctx.spend(first.completion_tokens)
+    assert call.context is not None
+    ctx = MeshContext(call.context, asker, sorted(names))
+    # The first answer's own asks count against the request's budget and fan-out too.
+    asked = [event for event in first.trace if event.hop == ctx.hop]
+    ctx.spend(first.completion_tokens + sum(event.tokens for event in asked))
+    ctx.asked = len(asked)
     reply = await ctx.ask(name, query, kind="tool", max_tokens=call.params.max_tokens)
     said = reply.text if reply.ok else f"(no answer: {reply.note})"
     tool_call = ToolCall(id=called["id"], function=CalledFunction(name=name, arguments=arguments))
     result = render_result(quote_data(name, reply.trust, said), tool_call.id, name)
     messages = [
-        *call.messages,
+        *plain,
         ChatMessage(role="assistant", content=render_call(tool_call)),
         ChatMessage(role="user", content=result),
     ]
     again = call.model_copy(
         update={
             "messages": messages,
-            "params": call.params.model_copy(update={"grammar": None}),
-            "context": ctx.state,
+            "params": plain_params,
+            "context": _what_is_left(ctx),
             "data": [],
         }
     )
     trace = [*first.trace, *ctx.trace]
     return ToolRound(answer=None, again=again, trace=trace, spent=ctx.state.tokens_used)
+
+
+def _what_is_left(ctx: MeshContext) -> ContextState:
+    """The request's state for the answer after the call: the fan-out its asks have left
+    (none left: no more hops)."""
+    bounds = ctx.state.bounds
+    left = bounds.max_fanout - ctx.asked
+    update = {"max_fanout": left} if left >= 1 else {"max_hops": 0}
+    return ctx.state.model_copy(update={"bounds": bounds.model_copy(update=update)})

@@ -33,11 +33,13 @@ async def sse_stream(
     choices: int = 1,
     include_usage: bool = False,
     tool_mode: ToolMode = "text",
+    spent: int = 0,
 ) -> AsyncIterator[str]:
     """OpenAI's SSE framing of `choices` interleaved streams of (index, delta): a role chunk
     per choice (the first also carries the `mesh` object), then text (or, for a tool call,
     one `tool_calls` delta once the call is complete), a finish chunk per choice, and with
-    `include_usage` a last chunk with no choices that carries the usage."""
+    `include_usage` a last chunk with no choices that carries the usage (plus `spent`: tokens
+    generated for the request before these streams, such as a tool round's)."""
     failed = True
     readers = [ToolCallReader(tool_mode) for _ in range(choices)]
     for index in range(choices):
@@ -68,7 +70,8 @@ async def sse_stream(
                     yield sse_event(
                         chunk_body(id=id, model=model, delta={}, finish_reason=reason, index=index)
                     )
-                    finished.append((delta.prompt_tokens, delta.completion_tokens))
+                    extra = 0 if finished else spent
+                    finished.append((delta.prompt_tokens, delta.completion_tokens + extra))
                     if len(finished) == choices:
                         break
         if include_usage and finished:

@@ -68,7 +68,9 @@ class CalledFunction(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str
-    arguments: str = Field(description="The arguments as a JSON text, as OpenAI sends them.")
+    arguments: str = Field(
+        max_length=32_000, description="The arguments as a JSON text, as OpenAI sends them."
+    )
 
 
 class ToolCall(BaseModel):
@@ -101,7 +103,7 @@ def tool_grammar(tools: list[ToolSpec], choice: ToolChoice | None) -> Grammar | 
     """The grammar holding the answer to a call of one of the offered tools (or, in `auto`,
     to free text not starting with the call marker)."""
     mode = mode_of(tools, choice)
-    if mode == "text":
+    if mode == "text" or not offered(tools, choice):  # nothing to call (yet)
         return None
     calls = [
         {

@@ -392,6 +392,10 @@ class PoolClientEngine(Engine):
 
     def __init__(self, manifest: SpecialistManifest, sources: SourceOptions | None = None) -> None:
         super().__init__(manifest, sources)
+        # What the pool's engine can do, this specialist can (the pool applies grammars and
+        # reports log-probabilities per row); serving adapters is the pool's own business.
+        pooled = pool_engine_class(manifest.model.engine).capabilities
+        self.capabilities = pooled.model_copy(update={"adapters": False})  # type: ignore[misc]
         self.app = pool_app_name(base_spec(manifest))
         self.model_id = adapter_id(manifest)
         self._payload = manifest.model_dump(mode="json")

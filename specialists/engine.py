@@ -319,7 +319,10 @@ class BatchEngine(Engine):
     async def stream(
         self, request: EngineRequest, cancel: threading.Event | None = None
     ) -> AsyncIterator[TextDelta]:
-        prompt = self.prepare(request.messages, request.params)  # a bad request fails alone
+        if request.params.grammar is None:
+            prompt = self.prepare(request.messages, request.params)  # a bad request fails alone
+        else:  # compiling a large grammar takes a while: never on the replica's event loop
+            prompt = await asyncio.to_thread(self.prepare, request.messages, request.params)
         prompt.adapter, prompt.arrived = request.adapter, request.arrived
         async for delta in self.scheduler.stream(prompt, cancel):
             yield delta

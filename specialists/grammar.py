@@ -38,7 +38,7 @@ class Grammar(BaseModel):
     JSON Schema (draft 2020-12 subset, as llguidance supports it); `lark`: a Lark grammar
     (llguidance's dialect, which may embed `%json{...}` schemas: how tool calls are held)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     kind: Literal["json_object", "json_schema", "lark"]
     json_schema: dict[str, Any] | None = Field(None, alias="schema")
@@ -60,11 +60,14 @@ class Grammar(BaseModel):
         or llguidance cannot use it (unsupported keywords, look-around in patterns...)."""
         import llguidance
 
-        if self.kind == "lark":
-            source = self.lark or ""
-        else:
-            schema = self.json_schema if self.kind == "json_schema" else {"type": "object"}
-            source = json.dumps(schema)
+        try:
+            if self.kind == "lark":
+                source = self.lark or ""
+            else:
+                schema = self.json_schema if self.kind == "json_schema" else {"type": "object"}
+                source = json.dumps(schema)
+        except (ValueError, RecursionError):  # nested past what JSON text can say
+            raise InvalidRequestError("the schema nests too deeply", param=self.param) from None
         if len(source) > MAX_GRAMMAR_CHARS:  # before any parsing
             raise InvalidRequestError(
                 f"the schema is {len(source)} characters; the limit is {MAX_GRAMMAR_CHARS}",
@@ -75,7 +78,7 @@ class Grammar(BaseModel):
                 grammar = llguidance.LLMatcher.grammar_from_lark(source)
             else:
                 grammar = llguidance.LLMatcher.grammar_from_json_schema(source, defaults=JSON_STYLE)
-            error = llguidance.LLMatcher.validate_grammar(grammar)
+            error = llguidance.LLMatcher.validate_grammar(grammar, limits=parser_limits())
         except Exception as raised:  # whatever the parser says of a client's schema is a 400
             error = f"{type(raised).__name__}: {raised}"
         if error and not error.startswith("WARNING"):
@@ -85,6 +88,14 @@ class Grammar(BaseModel):
     def check(self) -> None:
         """Fail now (a 400 at the gateway) rather than in the specialist's replica."""
         self.compiled()
+
+
+def parser_limits() -> Any:
+    """llguidance's default resource limits (lexer fuel, Earley items per step, grammar size),
+    with terse errors: a verbose one would echo the row's own tokens to the client."""
+    import llguidance
+
+    return llguidance.LLParserLimits(verbose_errors=False)
 
 
 class TokenConstraint:
@@ -159,7 +170,9 @@ class GrammarCompiler:
         import llguidance
 
         tokenizer = self._llg_tokenizer()
-        matcher = llguidance.LLMatcher(tokenizer, grammar.compiled(), log_level=0)
+        matcher = llguidance.LLMatcher(
+            tokenizer, grammar.compiled(), log_level=0, limits=parser_limits()
+        )
         if matcher.is_error():
             raise InvalidRequestError(
                 f"unusable schema: {matcher.get_error()}", param=grammar.param

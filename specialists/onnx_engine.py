@@ -189,7 +189,8 @@ class OnnxGenAIEngine(Engine):
         constraint = None
         if request.params.grammar is not None:
             assert self.grammars is not None
-            constraint = self.grammars.start(request.params.grammar)
+            # Compiling a large grammar takes a while: never on the replica's event loop.
+            constraint = await asyncio.to_thread(self.grammars.start, request.params.grammar)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[TextDelta | BaseException] = asyncio.Queue()
 

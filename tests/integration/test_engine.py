@@ -319,9 +319,8 @@ def test_a_grammar_row_and_a_free_row_share_one_batch(engines: dict) -> None:
 
     engine = engines["gguf"]
     free = GenerationParams(max_tokens=16, temperature=0.0)
-    held = GenerationParams(
-        max_tokens=60, temperature=0.0, grammar=Grammar(kind="json_schema", schema=PERSON_SCHEMA)
-    )
+    person = Grammar(kind="json_schema", json_schema=PERSON_SCHEMA)
+    held = GenerationParams(max_tokens=60, temperature=0.0, grammar=person)
     alone = engine.generate([ChatMessage(role="user", content=QUESTIONS[0])], free)
     prompts = [_ask(engine, QUESTIONS[0], free), _ask(engine, "Invent a person as JSON.", held)]
     texts, finals = ["", ""], ["", ""]

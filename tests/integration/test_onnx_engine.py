@@ -329,7 +329,7 @@ def test_random_schemas_are_held_token_by_token(engine: OnnxGenAIEngine) -> None
     schemas = random_schemas(16, seed=5)
 
     def params(i: int, schema: dict[str, object]) -> GenerationParams:
-        grammar = Grammar(kind="json_schema", schema=schema)
+        grammar = Grammar(kind="json_schema", json_schema=schema)
         return GenerationParams(max_tokens=160, temperature=0.7, seed=i, grammar=grammar)
 
     def ask(text: str, p: GenerationParams) -> EngineRequest:
@@ -356,7 +356,7 @@ def test_random_schemas_are_held_token_by_token(engine: OnnxGenAIEngine) -> None
             complete += 1
             continue
         assert finish == "length"
-        grammar = Grammar(kind="json_schema", schema=schema).compiled()
+        grammar = Grammar(kind="json_schema", json_schema=schema).compiled()
         matcher = llguidance.LLMatcher(tokenizer, grammar)
         ids = engine.tokenizer.encode(text, add_special_tokens=False)
         assert matcher.validate_tokens(ids) == len(ids), "a cut answer is a valid prefix"

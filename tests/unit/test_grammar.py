@@ -44,7 +44,7 @@ def compiler(tokenizer: Any) -> GrammarCompiler:
 def test_the_mask_admits_the_schema_and_the_grammar_ends_the_row(
     tokenizer: Any, compiler: GrammarCompiler
 ) -> None:
-    row = compiler.start(Grammar(kind="json_schema", schema=PERSON))
+    row = compiler.start(Grammar(kind="json_schema", json_schema=PERSON))
     first = row.allowed(len(tokenizer))
     assert first[tokenizer.encode('{"', add_special_tokens=False)[0]]
     assert not first[tokenizer.encode("Sure", add_special_tokens=False)[0]]
@@ -69,10 +69,10 @@ def test_logits_longer_than_the_vocabulary_never_sample_the_padding(
 
 def test_unusable_or_oversized_schemas_are_the_requests_error(compiler: GrammarCompiler) -> None:
     with pytest.raises(InvalidRequestError, match="unusable schema") as raised:
-        Grammar(kind="json_schema", schema={"type": "string", "pattern": "(?=a)"}).check()
+        Grammar(kind="json_schema", json_schema={"type": "string", "pattern": "(?=a)"}).check()
     assert raised.value.param == "response_format"
     with pytest.raises(InvalidRequestError, match="the limit is"):
-        compiler.start(Grammar(kind="json_schema", schema={"enum": ["x" * 70_000]}))
+        compiler.start(Grammar(kind="json_schema", json_schema={"enum": ["x" * 70_000]}))
 
 
 def test_a_grammar_drops_the_manifests_stops_but_keeps_the_requests() -> None:
@@ -90,7 +90,7 @@ def _walk(
     """A random token sequence the grammar allows, mostly of short tokens (structure rather
     than long words), ending as soon as the grammar may: a model that always obeys the mask."""
     rng = np.random.default_rng(seed)
-    row = compiler.start(Grammar(kind="json_schema", schema=schema))
+    row = compiler.start(Grammar(kind="json_schema", json_schema=schema))
     eos = tokenizer.eos_token_id
     tokens: list[int] = []
     for _ in range(3000):
