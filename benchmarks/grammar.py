@@ -120,21 +120,10 @@ def load_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
 
 
-def byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level BPE alphabet, reversed: a token's characters back to its bytes."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
-
-
 def token_bytes(tokenizer: Any) -> list[bytes | None]:
     """Every token id's bytes; None for special tokens (never part of generated text)."""
+    from specialists.logprobs import byte_decoder
+
     decoder = byte_decoder()
     special = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     out: list[bytes | None] = []

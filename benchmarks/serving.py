@@ -82,6 +82,18 @@ class Sample:
         self.latency_s, self.ttft_s, self.tokens = latency_s, ttft_s, tokens
 
 
+async def timed(engine: Any, request: Any) -> Sample:
+    """One request through an engine: its latency, time to first text, and tokens."""
+    begin = time.perf_counter()
+    first, tokens = None, 0
+    async for delta in engine.stream(request):
+        if first is None and delta.text:
+            first = time.perf_counter()
+        tokens = delta.completion_tokens or tokens
+    end = time.perf_counter()
+    return Sample(end - begin, (first or end) - begin, tokens)
+
+
 def summarize(samples: list[Sample], wall_s: float) -> dict[str, Any]:
     return {
         "tokens_per_s": round(sum(s.tokens for s in samples) / wall_s, 2),
@@ -171,14 +183,7 @@ def bench_alone(engine: Any, concurrency: int, requests: int, max_tokens: int) -
     async def one(i: int) -> Sample:
         chat = [ChatMessage.model_validate(m) for m in _messages(i)]
         request = EngineRequest(messages=chat, params=_params(engine, _max_tokens(i, max_tokens)))
-        begin = time.perf_counter()
-        first, tokens = None, 0
-        async for delta in engine.stream(request):
-            if first is None and delta.text:
-                first = time.perf_counter()
-            tokens = delta.completion_tokens or tokens
-        end = time.perf_counter()
-        return Sample(end - begin, (first or end) - begin, tokens)
+        return await timed(engine, request)
 
     async def main() -> dict[str, Any]:
         summary, _ = await closed_loop(one, concurrency, requests)
@@ -306,14 +311,7 @@ def bench_grammar(
             grammar=grammar if constrained else None,
         )
         request = EngineRequest(messages=[ChatMessage(role="user", content=prompt)], params=params)
-        begin = time.perf_counter()
-        first, tokens = None, 0
-        async for delta in engine.stream(request):
-            if first is None and delta.text:
-                first = time.perf_counter()
-            tokens = delta.completion_tokens or tokens
-        end = time.perf_counter()
-        return Sample(end - begin, (first or end) - begin, tokens)
+        return await timed(engine, request)
 
     async def batch(constrained: bool) -> dict[str, Any]:
         started = time.perf_counter()

@@ -82,14 +82,14 @@ def _piece_bytes(piece: Any) -> list[int] | None:
         return None
     if match := _BYTE_TOKEN.fullmatch(piece):
         return [int(match.group(1), 16)]
-    table = _byte_decoder()
+    table = byte_decoder()
     if all(char in table for char in piece):
         return [table[char] for char in piece]
     return None
 
 
 @cache
-def _byte_decoder() -> dict[str, int]:
+def byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level BPE alphabet: the printable character standing for each byte."""
     printable = [
         *range(ord("!"), ord("~") + 1),
