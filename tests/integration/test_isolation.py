@@ -86,11 +86,11 @@ def test_bad_requests_beside_a_running_stream_are_400s_and_the_stream_finishes(
 
     seeded = {**normal, "seed": 2**64}
     too_long = {**normal, "messages": [{"role": "user", "content": "1 " * 15_000}]}
-    unsupported = {**normal, "tools": [{"type": "function", "function": {"name": "f"}}]}
+    unsupported = {**normal, "functions": [{"name": "f"}]}  # OpenAI's deprecated form of tools
     replies = {
         "seed": httpx.post(url, json=seeded, timeout=120),
         "messages": httpx.post(url, json=too_long, timeout=120),
-        "tools": httpx.post(url, json=unsupported, timeout=120),
+        "functions": httpx.post(url, json=unsupported, timeout=120),
     }
     reader.join(300)
     for param, reply in replies.items():
