@@ -56,8 +56,22 @@ class Grammar(BaseModel):
         return self
 
     def compiled(self) -> str:
-        """The grammar as llguidance takes it; raises `InvalidRequestError` if it is too big
-        or llguidance cannot use it (unsupported keywords, look-around in patterns...)."""
+        """The grammar as llguidance takes it, checked; raises `InvalidRequestError` if it is
+        too big or llguidance cannot use it (unsupported keywords, look-around in patterns...)."""
+        import llguidance
+
+        grammar = self.unchecked()
+        try:
+            error = llguidance.LLMatcher.validate_grammar(grammar, limits=parser_limits())
+        except Exception as raised:  # whatever the parser says of a client's schema is a 400
+            error = f"{type(raised).__name__}: {raised}"
+        if error and not error.startswith("WARNING"):
+            raise InvalidRequestError(f"unusable schema: {error.strip()[:500]}", param=self.param)
+        return grammar
+
+    def unchecked(self) -> str:
+        """The grammar as llguidance takes it, bounded in size but not yet checked: building a
+        matcher checks it (so a replica does not parse it twice)."""
         import llguidance
 
         try:
@@ -75,15 +89,11 @@ class Grammar(BaseModel):
             )
         try:
             if self.kind == "lark":
-                grammar = llguidance.LLMatcher.grammar_from_lark(source)
-            else:
-                grammar = llguidance.LLMatcher.grammar_from_json_schema(source, defaults=JSON_STYLE)
-            error = llguidance.LLMatcher.validate_grammar(grammar, limits=parser_limits())
+                return str(llguidance.LLMatcher.grammar_from_lark(source))
+            return str(llguidance.LLMatcher.grammar_from_json_schema(source, defaults=JSON_STYLE))
         except Exception as raised:  # whatever the parser says of a client's schema is a 400
-            error = f"{type(raised).__name__}: {raised}"
-        if error and not error.startswith("WARNING"):
-            raise InvalidRequestError(f"unusable schema: {error.strip()[:500]}", param=self.param)
-        return grammar
+            message = f"unusable schema: {type(raised).__name__}: {raised}"[:520]
+            raise InvalidRequestError(message, param=self.param) from None
 
     def check(self) -> None:
         """Fail now (a 400 at the gateway) rather than in the specialist's replica."""
@@ -166,15 +176,16 @@ class GrammarCompiler:
             return self._tokenizer
 
     def start(self, grammar: Grammar) -> TokenConstraint:
-        """A fresh constraint for one row; an unusable grammar is that request's 400."""
+        """A fresh constraint for one row; an unusable grammar is that request's 400 (the
+        matcher checks the grammar as it builds it)."""
         import llguidance
 
         tokenizer = self._llg_tokenizer()
         matcher = llguidance.LLMatcher(
-            tokenizer, grammar.compiled(), log_level=0, limits=parser_limits()
+            tokenizer, grammar.unchecked(), log_level=0, limits=parser_limits()
         )
         if matcher.is_error():
             raise InvalidRequestError(
-                f"unusable schema: {matcher.get_error()}", param=grammar.param
+                f"unusable schema: {matcher.get_error()[:500]}", param=grammar.param
             )
         return TokenConstraint(matcher, tokenizer.vocab_size, self._eos)
