@@ -93,6 +93,13 @@ class MeshClient:
             return dict(response.json())
         return self._json(response)
 
+    def metrics(self) -> str:
+        """`GET /metrics`: Prometheus's text format (`mesh.metrics.read_exposition` reads it)."""
+        response = self._send("GET", "/metrics")
+        if response.status_code >= 400:
+            self._json(response)  # raises the mesh's error
+        return response.text
+
     # -- store ----------------------------------------------------------------------------
     def specialists(self, query: str | None = None) -> list[dict[str, Any]]:
         params = {"q": query} if query else None

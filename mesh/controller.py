@@ -18,6 +18,7 @@ from mesh.health import FAILED_STATUSES
 from mesh.settings import MeshSettings
 from registry import Registry, RegistryUnavailableError, SpecialistManifest
 from registry.errors import MeshError
+from router.cluster import AvailabilityState, SpecialistLoad
 from specialists.adapter_pool import (
     PoolConfig,
     base_spec,
@@ -41,6 +42,15 @@ WAITING_STATUSES = ("DEPLOYING", "NOT_STARTED")
 # Not live, and not worth waiting for: the mesh is ready without them.
 SETTLED_NOT_LIVE = FAILED_STATUSES | {"PENDING"}
 _EPSILON = 1e-6  # Ray keeps resources in fixed point
+# Serve's replica states, as the routing tie-break and /metrics count them.
+REPLICA_STATES = {
+    "RUNNING": "running",
+    "PENDING_MIGRATION": "running",  # still serving while a node drains
+    "STARTING": "starting",
+    "RECOVERING": "starting",
+    "UPDATING": "starting",
+    "STOPPING": "stopping",
+}
 
 
 class ReplicaInfo(BaseModel):
@@ -65,6 +75,8 @@ class SpecialistState(BaseModel):
     # The shared-base pool app that holds this adapter specialist's weights, and its status.
     pool: str | None = None
     pool_status: str | None = None
+    # What a router and an operator need: running, starting, scaled_to_zero, pending, failed.
+    availability: AvailabilityState = "starting"
 
 
 class LiveView(BaseModel):
@@ -86,6 +98,7 @@ class MeshController:
         self.deployed: dict[str, SpecialistManifest] = {}
         self.pools: dict[str, PoolConfig] = {}  # shared-base LoRA pool apps, by app name
         self.states: dict[str, SpecialistState] = {}
+        self.loads: dict[str, SpecialistLoad] = {}
         self.live: dict[str, SpecialistManifest] = {}
         self.generation = 0
         self.synced_once = False
@@ -101,6 +114,10 @@ class MeshController:
 
     def live_view(self) -> LiveView:
         return LiveView(generation=self.generation, specialists=dict(self.live))
+
+    def cluster_loads(self) -> dict[str, SpecialistLoad]:
+        """Each specialist's live state and replicas, as of the last refresh (about 1 s)."""
+        return dict(self.loads)
 
     def status(self) -> dict[str, Any]:
         # A specialist that waits for resources (PENDING) does not hold the mesh back: the
@@ -204,6 +221,7 @@ class MeshController:
         replicas = await asyncio.to_thread(_replica_details)
         nodes: list[dict[str, float]] | None = None
         states: dict[str, SpecialistState] = {}
+        loads: dict[str, SpecialistLoad] = {}
         for name, manifest in self.deployed.items():
             app = applications.get(app_name(name))
             status = str(getattr(app.status, "value", app.status)) if app else "NOT_STARTED"
@@ -224,7 +242,12 @@ class MeshController:
                     messages += [backend.message] if backend.message else []
                     messages += [d.message for d in backend.deployments.values() if d.message]
             pending = None
-            if status != "RUNNING" or any(SLOW_SCHEDULING in m for m in messages):
+            mine = replicas.get(app_name(name), [])
+            counts = replica_counts(mine)
+            at_zero = manifest.scaling.min_replicas == 0 and not counts.get("running")
+            # A specialist at zero replicas is RUNNING for Serve even if no node can place one.
+            slow = any(SLOW_SCHEDULING in m for m in messages)
+            if status != "RUNNING" or slow or at_zero:
                 if nodes is None:  # one GCS call per refresh, only when something waits
                     nodes = await asyncio.to_thread(_node_resources)
                 pending = pending_reason(manifest, nodes, messages)
@@ -232,13 +255,21 @@ class MeshController:
                     status = "PENDING"
             pool = pool_app_name(base_spec(manifest)) if shares_base(manifest) else None
             pool_app = applications.get(pool) if pool else None
+            state = availability(status, pending, counts, manifest.scaling.min_replicas)
+            loads[name] = SpecialistLoad(
+                state=state,
+                replicas=counts,
+                per_replica=manifest.scaling.max_ongoing_requests,
+                note=pending,
+            )
             states[name] = SpecialistState(
                 name=name,
                 version=manifest.version,
                 status=status,
                 message=" ".join(dict.fromkeys(messages))[:2000],
                 pending=pending,
-                replicas=replicas.get(app_name(name), []),
+                replicas=mine,
+                availability=state,
                 pool=pool,
                 pool_status=str(getattr(pool_app.status, "value", pool_app.status))
                 if pool_app
@@ -250,6 +281,7 @@ class MeshController:
                 version=manifest.version,
                 status="DEPLOY_FAILED",
                 message=self.build_errors.get(name, ""),
+                availability="failed",
             )
         live = {
             name: self.deployed[name]
@@ -257,9 +289,35 @@ class MeshController:
             if state.status == "RUNNING" and name in self.deployed
         }
         self.states = states
+        self.loads = loads
         if live != self.live:
             self.live = live
             self.generation += 1
+
+
+def replica_counts(replicas: list[ReplicaInfo]) -> dict[str, int]:
+    """Replicas by state (running, starting, stopping); states Serve adds later are left out."""
+    counts: dict[str, int] = {}
+    for replica in replicas:
+        state = REPLICA_STATES.get(replica.state)
+        if state is not None:
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def availability(
+    status: str, pending: str | None, counts: dict[str, int], min_replicas: int
+) -> AvailabilityState:
+    """One word for whether a request sent now is answered, and how soon."""
+    if status in FAILED_STATUSES:
+        return "failed"
+    if counts.get("running"):
+        return "running"
+    if status == "PENDING" or pending:
+        return "pending"
+    if status == "RUNNING" and min_replicas == 0 and not counts.get("starting"):
+        return "scaled_to_zero"
+    return "starting"
 
 
 def replica_ask(manifest: SpecialistManifest) -> dict[str, float]:

@@ -23,11 +23,22 @@ def unwrap(error: BaseException) -> BaseException:
 
 
 def as_mesh_error(error: BaseException) -> BaseException:
-    """Serve's full-queue error becomes our 503 (Serve's own handler would drop Retry-After)."""
+    """Serve's full-queue error becomes our 503 (Serve's own handler would drop Retry-After),
+    and so does a replica that died under the request (Serve starts another)."""
     error = unwrap(error)
     if type(error).__name__ == "BackPressureError":
         return UnavailableError("the specialist is overloaded (its queue is full); retry shortly")
+    if replica_died(error):
+        return UnavailableError("the specialist's replica stopped during the request; retry")
     return error
+
+
+def replica_died(error: BaseException) -> bool:
+    """Ray's actor errors (ActorDiedError, ActorUnavailableError): the replica that held the
+    request is gone or unreachable; no other replica has seen the request."""
+    from ray.exceptions import RayActorError
+
+    return isinstance(unwrap(error), RayActorError)
 
 
 def error_response(error: BaseException) -> JSONResponse:

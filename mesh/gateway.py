@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -21,13 +21,14 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from mesh import artifact_api, store_api
 from mesh.compound import answer_parts
 from mesh.controller import LiveView
-from mesh.errors import as_mesh_error, error_response, install_error_handlers
+from mesh.errors import as_mesh_error, error_response, install_error_handlers, replica_died
 from mesh.fair_share import FairShare
 from mesh.health import health_body
 from mesh.http_auth import client_id
 from mesh.http_guard import HttpGuard, current_policy, policy_from, set_policy
 from mesh.legacy_completions import CompletionRequest, text_completion, text_completion_events
-from mesh.live import LiveFollower
+from mesh.live import LiveFollower, LoadFollower
+from mesh.metrics import METRICS_TYPE, MeshMetrics, Outcome, RequestMeter
 from mesh.panel import panel_members, run_panel
 from mesh.protocol import (
     INT64_MAX,
@@ -54,7 +55,8 @@ from registry import (
     SpecialistManifest,
     UnavailableError,
 )
-from registry.errors import HandedBackError, MeshError
+from registry.errors import HandedBackError, MeshError, RateLimitedError
+from router.cluster import CANNOT_RUN, load_note, prefer_ready
 from router.decision import RouteDecision, RouteTarget
 from specialists.deployment import SpecialistRequest, app_name
 from specialists.engine import ChatMessage, GenerationParams, GenerationResult, TextDelta
@@ -113,6 +115,47 @@ def _choices(call: SpecialistRequest, n: int) -> list[SpecialistRequest]:
     ]
 
 
+def _outcome(error: BaseException) -> Outcome:
+    """How a request that raised `error` counts in /metrics."""
+    if isinstance(error, HandedBackError):
+        return "handed_back"
+    if isinstance(error, MeshError) and error.status_code in (429, 503):
+        return "refused"
+    return "failed"
+
+
+async def _answered(handle: DeploymentHandle, call: SpecialistRequest) -> GenerationResult:
+    """A whole answer; when the replica holding it died, asked once more (Serve sends it to a
+    live replica). Nothing reached the client yet, and a generation changes nothing outside its
+    request, so a second try is safe; a second death is the client's 503."""
+    try:
+        result: GenerationResult = await handle.chat.remote(call)
+    except Exception as error:
+        if not replica_died(error):
+            raise
+        logger.warning("a replica died under a request; asking another once: %s", error)
+        result = await handle.chat.remote(call)
+    return result
+
+
+async def _first_delta(
+    handle: DeploymentHandle, call: SpecialistRequest, stream: DeploymentResponseGenerator
+) -> tuple[DeploymentResponseGenerator, TextDelta]:
+    """A stream and its first delta; a stream whose replica died before sending anything is
+    opened once more (the same reasoning as `_answered`)."""
+    end = TextDelta(text="", finish_reason="stop")
+    try:
+        return stream, await anext(stream, end)
+    except Exception as error:
+        if not replica_died(error):
+            raise
+        logger.warning("a replica died before a stream began; opening it once more: %s", error)
+        again = cast(
+            DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
+        )
+        return again, await anext(again, end)
+
+
 async def _replayed(result: GenerationResult) -> AsyncGenerator[tuple[int, TextDelta], None]:
     """An answer already generated, as the one-choice stream `sse_stream` frames."""
     yield 0, TextDelta(text=result.text, logprobs=result.logprobs)
@@ -137,6 +180,8 @@ class Gateway:
         self.controller = controller
         self.handles: dict[str, DeploymentHandle] = {}
         self.follower = LiveFollower(controller, self._on_live_change)
+        self.loads = LoadFollower(controller)
+        self.metrics = MeshMetrics()
         self.store = StoreService(self.settings, self.follower, router)
         store_api.bind(self.store)
         self.usage = UsageRecorder(self.store.store)
@@ -167,7 +212,11 @@ class Gateway:
         # One deadline for the request, however many specialists hand it back.
         state = ContextState(conversation_id=response_id, bounds=self._bounds(body.mesh)).started()
         while True:
-            release = self.fair_share.acquire(client, manifest.name)
+            try:
+                release = self.fair_share.acquire(client, manifest.name)
+            except RateLimitedError:
+                self.metrics.refused(manifest.name)
+                raise
             try:
                 return await self._answer(body, manifest, decision, release, response_id, state)
             except HandedBackError as declined:  # not this one's query: the next candidate
@@ -298,11 +347,13 @@ class Gateway:
             response_id=response_id,
             query=body.query() if teaches else None,
         )
+        meter = self.metrics.start(manifest.name)
 
         def finish(failed: bool | None) -> None:
             """`failed` None: handed back, so not this specialist's request at all."""
             if failed is not None:
                 recorded(failed)
+            meter.done("handed_back" if failed is None else "failed" if failed else "answered")
             release()
 
         call = SpecialistRequest(
@@ -334,7 +385,7 @@ class Gateway:
             if body.stream:
                 if ready is not None:
                     events = sse_stream(
-                        _replayed(ready),
+                        meter.watch(_replayed(ready)),
                         info,
                         response_id,
                         info.specialist,
@@ -350,6 +401,7 @@ class Gateway:
                     info,
                     response_id,
                     finish,
+                    meter,
                     include_usage=body.include_usage,
                     tool_mode=mode,
                     spent=spent,
@@ -357,12 +409,15 @@ class Gateway:
             results: list[GenerationResult] = (
                 [ready]
                 if ready is not None
-                else await asyncio.gather(*(handle.chat.remote(c) for c in calls))
+                else await asyncio.gather(*(_answered(handle, c) for c in calls))
             )
         except Exception as error:
             mapped = as_mesh_error(error)
+            meter.done(_outcome(mapped))
             finish(None if isinstance(mapped, HandedBackError) else True)
             raise mapped from None
+        for result in results:
+            meter.tokens(result.prompt_tokens, result.completion_tokens)
         finish(False)
         for result in results:
             info.trace.extend(event.dump() for event in result.trace)
@@ -401,12 +456,16 @@ class Gateway:
         first = view.specialists[decision.parts[0].specialist]
         info = MeshInfo(specialist=first.name, version=first.version, decision=decision, trace=[])
         recorded = self.usage.start(first.name, routed=True, response_id=response_id)
+        meter = self.metrics.start(first.name)
 
         def finish(failed: bool | None) -> None:
             recorded(bool(failed))
+            meter.done("failed" if failed else "answered")
             release()
 
-        parts = answer_parts(state, decision.parts, set(view.specialists), params.max_tokens)
+        parts = meter.watch(
+            answer_parts(state, decision.parts, set(view.specialists), params.max_tokens)
+        )
         if body.stream:
             return sse_response(
                 sse_stream(
@@ -482,7 +541,8 @@ class Gateway:
     async def route(
         self, body: RouteRequest, authorization: str | None = Header(None)
     ) -> dict[str, Any]:
-        """Dry run: the decision the router would make, without generating."""
+        """Dry run: the decision a chat request would get now (the router's, adjusted for the
+        cluster's live state), without generating."""
         await self._check_auth(authorization)
         if not body.text.strip():
             raise InvalidRequestError("text must not be empty", param="text")
@@ -491,7 +551,10 @@ class Gateway:
             raise InvalidRequestError(
                 f"text is {len(body.text)} characters; the limit is {limit}", param="text"
             )
-        return dict(await self.router.route.remote(body.text, self.follower.view.generation))
+        view = self.follower.view
+        routed = await self.router.route.remote(body.text, view.generation)
+        decision = self._on_the_cluster(RouteDecision.model_validate(routed), [], view.specialists)
+        return decision.model_dump(mode="json")
 
     @api.get("/v1/router")
     async def router_status(self, authorization: str | None = Header(None)) -> dict[str, Any]:
@@ -527,6 +590,17 @@ class Gateway:
             status_code=200 if status["ready"] else 503,
         )
 
+    @api.get("/metrics")
+    async def prometheus(self, authorization: str | None = Header(None)) -> Response:
+        """Prometheus exposition of this gateway's counts and the controller's replicas
+        (`mesh.metrics`); the same auth as the other read routes."""
+        await self._check_auth(authorization)
+        try:
+            self.metrics.observe_cluster(await self.loads.refresh())
+        except Exception:  # the controller is busy or restarting: the last known replicas
+            self.metrics.observe_cluster(self.loads.loads)
+        return Response(self.metrics.exposition(), media_type=METRICS_TYPE)
+
     # -- helpers --------------------------------------------------------------------------
     def _check_size(self, body: ChatCompletionRequest) -> None:
         if len(body.messages) > self.settings.max_messages:
@@ -548,10 +622,12 @@ class Gateway:
     ) -> tuple[SpecialistManifest, RouteDecision]:
         view = self.follower.view
         if body.routed:
+            started = time.perf_counter()
             routed = await self.router.route.remote(
                 body.query(), view.generation, body.earlier_user_turns()
             )
             decision = RouteDecision.model_validate(routed)
+            self.metrics.routed(decision, time.perf_counter() - started)
             name = decision.chosen
             if name is None:
                 raise UnavailableError("no specialist is live yet; retry shortly")
@@ -569,7 +645,27 @@ class Gateway:
             raise await self._not_live(name, sorted(view.specialists))
         if body.needs:  # only specialists declaring every feature needed may answer
             decision = self._serving(body.needs, body, decision, view.specialists)
+        decision = self._on_the_cluster(decision, body.needs, view.specialists)
         return view.specialists[decision.chosen or name], decision
+
+    def _on_the_cluster(
+        self, decision: RouteDecision, needs: list[str], live: dict[str, SpecialistManifest]
+    ) -> RouteDecision:
+        """`decision` with each candidate's live state and load (`router.cluster`): one that
+        cannot run is never chosen, and a panel keeps its warm members with room."""
+        loads = self.loads.loads
+        chosen = decision.chosen or ""
+        able = [name for name, m in live.items() if set(needs) <= set(m.features)]
+        load = loads.get(chosen)
+        adjusted = prefer_ready(
+            decision, loads, self.metrics.open_requests, able, self.settings.fallback
+        )
+        if adjusted is None or (decision.mode == "pinned" and load and load.state in CANNOT_RUN):
+            raise UnavailableError(
+                f"specialist '{chosen}' cannot run now: {load_note(chosen, load, 0)}"
+                + ("" if decision.mode == "pinned" else "; no other live specialist fits")
+            )
+        return adjusted
 
     def _serving(
         self,
@@ -627,6 +723,7 @@ class Gateway:
         info: MeshInfo,
         response_id: str,
         finish: Callable[[bool | None], None],
+        meter: RequestMeter,
         *,
         include_usage: bool = False,
         tool_mode: ToolMode = "text",
@@ -645,11 +742,13 @@ class Gateway:
 
         firsts: list[TextDelta] = []
         try:
-            for stream in streams:
-                firsts.append(await anext(stream, TextDelta(text="", finish_reason="stop")))
+            for index, call in enumerate(calls):
+                streams[index], first = await _first_delta(handle, call, streams[index])
+                firsts.append(first)
         except Exception as error:  # refused before any token: a normal HTTP error
             cancel()
             mapped = as_mesh_error(error)
+            meter.done(_outcome(mapped))
             if isinstance(mapped, HandedBackError):  # nothing sent yet: the next candidate
                 finish(None)
                 raise mapped from None
@@ -657,7 +756,7 @@ class Gateway:
             return error_response(mapped)
         return sse_response(
             sse_stream(
-                interleaved(streams, firsts),
+                meter.watch(interleaved(streams, firsts)),
                 info,
                 response_id,
                 info.specialist,

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 FAILED_STATUSES = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
-PUBLIC_FIELDS = ("status", "version", "pending")
+# `availability`: running, starting, scaled_to_zero (the next request waits for a cold start),
+# pending or failed; what a client may plan around.
+PUBLIC_FIELDS = ("status", "version", "pending", "availability")
 
 
 def mesh_state(status: dict[str, Any]) -> str:

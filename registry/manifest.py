@@ -245,6 +245,19 @@ class Scaling(_Strict):
     max_queued_requests: int = Field(
         32, ge=1, le=4096, description="Requests waiting per caller before new ones get HTTP 503."
     )
+    look_back_period_s: float = Field(
+        30.0, gt=0, le=3600, description="The window over which ongoing requests are averaged."
+    )
+    upscale_delay_s: float = Field(
+        30.0, ge=0, le=3600, description="Load must stay above target this long to add replicas."
+    )
+    downscale_delay_s: float = Field(
+        600.0,
+        ge=0,
+        le=86400,
+        description="Load must stay below target this long to remove replicas (with "
+        "min_replicas 0, an idle specialist releases its last replica after this).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Scaling:

@@ -31,6 +31,14 @@ class RouteTarget(BaseModel):
     nearest: list[NearestExample] = Field(
         default_factory=list, description="The specialist's examples closest to the query."
     )
+    state: str | None = Field(
+        None,
+        description="Its live state when the gateway decided (running, starting, "
+        "scaled_to_zero, pending, failed; `router.cluster`).",
+    )
+    open_requests: int | None = Field(
+        None, description="Requests open on it at the gateway when it decided."
+    )
 
 
 class HandBack(BaseModel):
@@ -115,13 +123,22 @@ class RouteDecision(BaseModel):
         unable = {t.name for t in self.targets if t.name not in able}
         if fallback not in able:
             unable.add(fallback)
-        found = self._successor(unable, live, fallback)
+        return self.without(
+            unable, f"{self.reason}; {self.chosen} does not serve {need}", live, fallback
+        )
+
+    def without(
+        self, excluded: Collection[str], why: str, live: Collection[str], fallback: str
+    ) -> RouteDecision | None:
+        """The decision once the specialists in `excluded` are out of the running: the next
+        candidate that is live and above its threshold, else the fallback; None when none is.
+        `why` starts the new reason."""
+        found = self._successor(set(excluded), live, fallback)
         if found is None:
             return None
         target, threshold = found
         rest = [t for t in self.targets if t is not target]
         update: dict[str, object] = {"targets": [target, *rest], "follow_up_of": None}
-        why = f"{self.reason}; {self.chosen} does not serve {need}"
         if threshold is None:
             update |= {"reason": f"{why}: fallback {target.name}", "mode": "fallback"}
         else:

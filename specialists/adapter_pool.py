@@ -84,6 +84,9 @@ class PoolConfig(_Frozen):
     target_ongoing_requests: float = 4.0
     max_ongoing_requests: int = 8
     max_queued_requests: int = 32
+    look_back_period_s: float = 30.0
+    upscale_delay_s: float = 30.0
+    downscale_delay_s: float = 600.0
 
 
 def shares_base(manifest: SpecialistManifest) -> bool:
@@ -167,6 +170,9 @@ def pool_configs(manifests: Iterable[SpecialistManifest]) -> dict[str, PoolConfi
             target_ongoing_requests=max(m.scaling.target_ongoing_requests for m in group),
             max_ongoing_requests=sum(m.scaling.max_ongoing_requests for m in group),
             max_queued_requests=sum(m.scaling.max_queued_requests for m in group),
+            look_back_period_s=min(m.scaling.look_back_period_s for m in group),
+            upscale_delay_s=min(m.scaling.upscale_delay_s for m in group),
+            downscale_delay_s=max(m.scaling.downscale_delay_s for m in group),
         )
     return configs
 

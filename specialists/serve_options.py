@@ -19,12 +19,19 @@ class ReplicaLimits(Protocol):
     def max_ongoing_requests(self) -> int: ...
     @property
     def max_queued_requests(self) -> int: ...
+    @property
+    def look_back_period_s(self) -> float: ...
+    @property
+    def upscale_delay_s(self) -> float: ...
+    @property
+    def downscale_delay_s(self) -> float: ...
 
 
 def deployment_options(
     name: str, actor_options: dict[str, Any], limits: ReplicaLimits
 ) -> dict[str, Any]:
-    """Fixed replicas when min == max, else autoscaling; bounded queues so overload is a 503."""
+    """Fixed replicas when min == max, else autoscaling (min 0: scale to zero when idle; the
+    first request then waits for a replica to start); bounded queues so overload is a 503."""
     options: dict[str, Any] = {
         "name": name,
         "ray_actor_options": actor_options,
@@ -40,6 +47,9 @@ def deployment_options(
             "min_replicas": limits.min_replicas,
             "max_replicas": limits.max_replicas,
             "target_ongoing_requests": limits.target_ongoing_requests,
+            "look_back_period_s": limits.look_back_period_s,
+            "upscale_delay_s": limits.upscale_delay_s,
+            "downscale_delay_s": limits.downscale_delay_s,
         }
     return options
 

@@ -1,4 +1,6 @@
-"""The Mesh tab: specialists, replicas and nodes, request rates and latency, refreshed live, and
+"""The Mesh tab: specialists, their state (running, scaled to zero, ...), replicas and nodes,
+open and queued requests, request rates, latency and time to first token (from `/metrics`, the
+numbers Prometheus scrapes), refreshed live, and
 the router: its artifact, operating point and the trade-off curve its thresholds sit on.
 
 `/healthz` shows replica details (nodes) to the admin token only; the table asks with the token
@@ -12,20 +14,35 @@ import time
 from typing import Any, NamedTuple
 
 from mesh.client import MeshClient
+from mesh.metrics import SpecialistNumbers, bucket_quantile, read_exposition
 from registry.errors import MeshError
 from ui.app import public_message, redact_paths
 
-COLUMNS = ["specialist", "version", "status", "replicas", "nodes", "requests/s", "p50 ms"]
+COLUMNS = [
+    "specialist",
+    "version",
+    "status",
+    "state",
+    "replicas",
+    "nodes",
+    "open",
+    "queued",
+    "requests/s",
+    "p50 ms",
+    "TTFT p50 ms",
+]
 HISTORY_POINTS = 90
 REFRESH_S = 2.0
 
 
 class MeshMonitor:
-    """Turns counters into rates between refreshes, and keeps a short history for the chart."""
+    """Reads `/metrics` (the numbers Prometheus scrapes) and `/healthz`; turns counters into
+    rates and histograms into medians over the time since the last refresh, and keeps a short
+    history for the chart."""
 
     def __init__(self, client: MeshClient) -> None:
         self.client = client
-        self.last: dict[str, tuple[float, int]] = {}
+        self.last: dict[str, tuple[float, SpecialistNumbers]] = {}
         self.history: list[dict[str, Any]] = []
 
     def snapshot(
@@ -33,17 +50,20 @@ class MeshMonitor:
     ) -> tuple[list[list[Any]], list[dict[str, Any]], str]:
         try:
             health = self.client.health(token or None)
-            cards = {c["name"]: c for c in self.client.specialists()}
+            numbers = read_exposition(self.client.metrics())
         except MeshError as error:
             return [], self.history, f"mesh unavailable: {public_message(error)}"
         now = time.time()
         rows = []
         for name, state in sorted(health.get("specialists", {}).items()):
-            stats = (cards.get(name) or {}).get("stats") or {}
-            requests = int(stats.get("requests", 0))
+            now_numbers = numbers.get(name) or SpecialistNumbers()
             before = self.last.get(name)
-            rate = (requests - before[1]) / max(now - before[0], 1e-6) if before else 0.0
-            self.last[name] = (now, requests)
+            rate = 0.0
+            since: SpecialistNumbers | None = None
+            if before is not None:
+                since = before[1]
+                rate = (now_numbers.finished - since.finished) / max(now - before[0], 1e-6)
+            self.last[name] = (now, now_numbers)
             self.history.append({"time": now, "specialist": name, "requests/s": round(rate, 3)})
             count, nodes = replica_summary(state.get("replicas"))
             rows.append(
@@ -51,10 +71,16 @@ class MeshMonitor:
                     name,
                     state.get("version"),
                     state.get("status"),
+                    str(state.get("availability") or "").replace("_", " "),
                     count,
                     nodes,
-                    round(rate, 2),
-                    stats.get("p50_ms"),
+                    int(now_numbers.open_requests),
+                    int(now_numbers.queue_depth),
+                    round(max(rate, 0.0), 2),
+                    _median_ms(
+                        now_numbers.latency_buckets, since.latency_buckets if since else None
+                    ),
+                    _median_ms(now_numbers.ttft_buckets, since.ttft_buckets if since else None),
                 ]
             )
         cutoff = now - HISTORY_POINTS * REFRESH_S
@@ -65,6 +91,16 @@ class MeshMonitor:
         elif health.get("registry") == "unavailable":
             summary += " · registry unavailable"
         return rows, self.history, summary
+
+
+def _median_ms(
+    buckets: list[tuple[float, float]], before: list[tuple[float, float]] | None
+) -> float | None:
+    """The median since the last refresh, or since the gateway began when nothing is new."""
+    median = bucket_quantile(0.5, buckets, before) if before else None
+    if median is None:
+        median = bucket_quantile(0.5, buckets)
+    return None if median is None else round(median * 1000, 1)
 
 
 def router_markdown(status: dict[str, Any]) -> str:

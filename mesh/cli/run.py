@@ -83,7 +83,11 @@ def status(as_json: JsonFlag = False, url: UrlOption = None) -> None:
     for name, state in sorted(health.get("specialists", {}).items()):
         replicas = state.get("replicas", [])  # a count unless we hold the admin token
         count = replicas if isinstance(replicas, int) else len(replicas)
-        typer.echo(f"{name:<20} {state['version']:<10} {state['status']:<14} {count} replicas")
+        available = str(state.get("availability") or "").replace("_", " ")
+        typer.echo(
+            f"{name:<20} {state['version']:<10} {state['status']:<14} {available:<15} "
+            f"{count} replicas"
+        )
         for replica in replicas if isinstance(replicas, list) else []:
             node = (replica.get("node_id") or "?")[:12]
             typer.echo(f"    {replica['replica_id']:<28} {replica['state']:<10} node {node}")

@@ -176,6 +176,7 @@ def test_health_hides_details_from_clients_and_degrades_on_failure() -> None:
                 "version": "1",
                 "message": "",
                 "pending": None,
+                "availability": "running",
                 "replicas": [{"replica_id": "r1", "pid": 42, "node_id": "n1"}],
             },
             "broken": {
@@ -193,6 +194,7 @@ def test_health_hides_details_from_clients_and_degrades_on_failure() -> None:
         "status": "RUNNING",
         "version": "1",
         "pending": None,
+        "availability": "running",
         "replicas": 1,
     }
     assert "Traceback" not in str(public) and "/srv/" not in str(public)

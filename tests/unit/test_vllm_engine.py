@@ -282,6 +282,9 @@ def test_scaling_maps_to_autoscaling() -> None:
         "min_replicas": 0,
         "max_replicas": 4,
         "target_ongoing_requests": 16,
+        "look_back_period_s": 30.0,
+        "upscale_delay_s": 30.0,
+        "downscale_delay_s": 600.0,
     }
     assert (deployment["max_ongoing_requests"], deployment["max_queued_requests"]) == (64, 256)
     assert config["engine_kwargs"]["max_num_seqs"] == 64
