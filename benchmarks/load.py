@@ -63,6 +63,7 @@ PROMPTS: dict[str, tuple[str, ...]] = {
     "code": ("Write a Python function that reverses a list", "Fix: for i in range(10) print(i)"),
     "writing": ("Give me a catchy title for a post on remote work", "Make this sound warmer: hi"),
     "math": ("What is 17*23?", "What is the square root of 144?"),
+    "gpu-math": ("What is 19*21?", "What is 2^16?"),  # the fault lab's tool on the worker node
     "mesh": (
         "What is 12 times 7?",
         "Write a haiku about autumn",
@@ -70,7 +71,7 @@ PROMPTS: dict[str, tuple[str, ...]] = {
         "What is the capital of France?",
     ),
 }
-MODELS = tuple(PROMPTS)
+MODELS = ("general", "code", "writing", "math", "mesh")
 MAX_TOKENS = (8, 24)
 REQUEST_TIMEOUT_S = 120.0
 DEADLINE_S = 600.0
@@ -383,6 +384,78 @@ def run_overload(
     )
 
 
+# -- faults: the same load while something breaks (`benchmarks.fault_lab`) ------------------
+FAULT_MODELS = ("general", "math", "gpu-math", "mesh")
+SCENARIOS = ("no_fault", "replica_killed", "node_removed", "redis_restarted", "upgraded")
+
+
+def fault_actions(lab: Any) -> dict[str, tuple[str, Callable[[], Any] | None]]:
+    """Each scenario's fault, in words and as an action on a running `FaultLab`."""
+    return {
+        "no_fault": ("nothing breaks", None),
+        "replica_killed": (
+            "general's replica is killed while its streams run",
+            lambda: lab.kill_replica("general"),
+        ),
+        "node_removed": (
+            "the worker node (gpu-math's replica) is removed; a new one joins 2 s later",
+            lab.replace_worker,
+        ),
+        "redis_restarted": ("the registry's Redis stops for 3 s and restarts", lab.restart_redis),
+        "upgraded": (
+            "math is upgraded to a new version (rolling update)",
+            lambda: lab.upgrade("math"),
+        ),
+    }
+
+
+def run_faults(
+    lab: Any,
+    scenarios: Sequence[str] = SCENARIOS,
+    *,
+    n: int = 32,
+    concurrency: int = 8,
+    fault_at_s: float = 3.0,
+    timeout_s: float = REQUEST_TIMEOUT_S,
+    deadline_s: float = DEADLINE_S,
+    recover_timeout_s: float = 180.0,
+) -> dict[str, dict[str, Any]]:
+    """Each scenario in turn on the lab's mesh: the bounded load of `run_load` (mixed streaming,
+    `FAULT_MODELS`), its fault injected `fault_at_s` into it, then the time the mesh takes to be
+    healthy again by itself (`recovered_s`, None if it did not within `recover_timeout_s`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    actions = fault_actions(lab)
+    report: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(scenarios):
+        what, action = actions[name]
+        lab.wait(lab.healthy, recover_timeout_s)  # each scenario starts from a healthy mesh
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(
+                run_load,
+                lab.base_url,
+                n,
+                concurrency,
+                models=FAULT_MODELS,
+                timeout_s=timeout_s,
+                deadline_s=deadline_s,
+                seed=index,
+            )
+            fault_error = None
+            if action is not None:
+                time.sleep(fault_at_s)
+                try:
+                    action()
+                except Exception as error:  # reported: a fault that could not be injected
+                    fault_error = f"{type(error).__name__}: {error}"
+            result = running.result()
+        result["fault"] = what
+        result["fault_error"] = fault_error
+        result["recovered_s"] = lab.wait(lab.healthy, recover_timeout_s)
+        report[name] = result
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
@@ -390,6 +463,14 @@ def main() -> None:
     target.add_argument("--start", action="store_true", help="start a mesh (`mesh up`) first")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
+    target.add_argument(
+        "--faults",
+        nargs="*",
+        choices=SCENARIOS,
+        metavar="SCENARIO",
+        help="start a mesh on a simulated cluster (benchmarks/fault_lab.py) and run these fault "
+        f"scenarios (default: all of {', '.join(SCENARIOS)}); one JSON entry each",
+    )
     parser.add_argument("--overload", action="store_true", help="also run the overload burst")
     parser.add_argument("--overload-n", type=int, default=64)
     parser.add_argument("--overload-concurrency", type=int, default=32)
@@ -426,6 +507,9 @@ def main() -> None:
     if args.url:
         print(json.dumps(measure(args.url, args.api_key), indent=2))
         return
+    if args.faults is not None:
+        print(json.dumps(faults(args.faults or list(SCENARIOS), args), indent=2))
+        return
     from mesh.launcher import running_mesh
 
     keys = [f"load-{secrets.token_hex(8)}" for _ in range(args.concurrency + 1)]
@@ -436,6 +520,27 @@ def main() -> None:
     ):
         summary = measure(mesh.base_url, keys)
     print(json.dumps(summary, indent=2))
+
+
+def faults(scenarios: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.fault_lab import FaultLab, gpu_tool
+    from specialists.catalog import load_catalog
+
+    wanted = {"general", "math"}
+    specialists = [m for m in load_catalog() if m.name in wanted] + [gpu_tool("gpu-math")]
+    with (
+        tempfile.TemporaryDirectory(prefix="mesh-faults-") as home,
+        FaultLab(Path(home), specialists) as lab,
+    ):
+        report = run_faults(
+            lab,
+            scenarios,
+            n=args.n,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            deadline_s=args.deadline,
+        )
+    return {"scenarios": report, "goal": "lost == 0 and recovered_s is not None in every entry"}
 
 
 if __name__ == "__main__":

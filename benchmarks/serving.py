@@ -101,6 +101,7 @@ def summarize(samples: list[Sample], wall_s: float) -> dict[str, Any]:
         "p50_ms": round(statistics.median(s.latency_s for s in samples) * 1000, 1),
         "p95_ms": round(percentile([s.latency_s for s in samples], 0.95) * 1000, 1),
         "ttft_p50_ms": round(statistics.median(s.ttft_s for s in samples) * 1000, 1),
+        "ttft_p95_ms": round(percentile([s.ttft_s for s in samples], 0.95) * 1000, 1),
         "n": len(samples),
         "tokens": sum(s.tokens for s in samples),
     }

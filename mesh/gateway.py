@@ -64,6 +64,8 @@ from specialists.messages import Bounds, ContextState, TraceEvent
 from specialists.serve_options import keep_replica_on_loopback
 
 logger = logging.getLogger("ray.serve")
+# A replica ends its own generation at the deadline: the gateway waits this much longer for it.
+DEADLINE_GRACE_S = 5.0
 # The request field that needs each manifest feature (errors name it).
 FEATURE_FIELDS = {"structured_output": "response_format", "tools": "tools"}
 api = FastAPI(title="specialist-mesh", version="0.1.0")
@@ -124,36 +126,74 @@ def _outcome(error: BaseException) -> Outcome:
     return "failed"
 
 
-async def _answered(handle: DeploymentHandle, call: SpecialistRequest) -> GenerationResult:
-    """A whole answer; when the replica holding it died, asked once more (Serve sends it to a
-    live replica). Nothing reached the client yet, and a generation changes nothing outside its
-    request, so a second try is safe; a second death is the client's 503."""
-    try:
-        result: GenerationResult = await handle.chat.remote(call)
-    except Exception as error:
-        if not replica_died(error):
-            raise
-        logger.warning("a replica died under a request; asking another once: %s", error)
-        result = await handle.chat.remote(call)
-    return result
+def _deadline(call: SpecialistRequest) -> float:
+    """When the request must be over (`time.time()`); the gateway always starts the clock."""
+    context = call.context
+    return context.deadline if context is not None and context.deadline else time.time() + 3600
+
+
+def _late(name: str) -> UnavailableError:
+    return UnavailableError(
+        f"no replica of '{name}' answered within the request's deadline (mesh.deadline_s); "
+        "retry shortly"
+    )
+
+
+async def _answered(
+    handle: DeploymentHandle, call: SpecialistRequest, name: str
+) -> GenerationResult:
+    """A whole answer, waited for until the request's deadline (a replica that never comes, on a
+    cluster short of nodes, is a 503, not a hang). When the replica holding it died, asked once
+    more (Serve sends it to a live replica): nothing reached the client yet, and a generation
+    changes nothing outside its request, so a second try is safe; a second death is a 503."""
+    deadline = _deadline(call)
+    for attempt in (1, 2):
+        response = handle.chat.remote(call)
+        try:
+            result: GenerationResult = await asyncio.wait_for(
+                _awaited(response), max(deadline - time.time(), 0) + DEADLINE_GRACE_S
+            )
+            return result
+        except TimeoutError:
+            response.cancel()
+            raise _late(name) from None
+        except Exception as error:
+            if attempt == 2 or not replica_died(error):
+                raise
+            logger.warning("a replica died under a request; asking another once: %s", error)
+    raise AssertionError("unreachable")
+
+
+async def _awaited(response: Any) -> Any:
+    return await response
 
 
 async def _first_delta(
-    handle: DeploymentHandle, call: SpecialistRequest, stream: DeploymentResponseGenerator
+    handle: DeploymentHandle,
+    call: SpecialistRequest,
+    stream: DeploymentResponseGenerator,
+    name: str,
 ) -> tuple[DeploymentResponseGenerator, TextDelta]:
-    """A stream and its first delta; a stream whose replica died before sending anything is
-    opened once more (the same reasoning as `_answered`)."""
-    end = TextDelta(text="", finish_reason="stop")
-    try:
-        return stream, await anext(stream, end)
-    except Exception as error:
-        if not replica_died(error):
-            raise
-        logger.warning("a replica died before a stream began; opening it once more: %s", error)
-        again = cast(
-            DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
-        )
-        return again, await anext(again, end)
+    """A stream and its first delta, by the request's deadline; a stream whose replica died
+    before sending anything is opened once more (the same reasoning as `_answered`)."""
+    end, deadline = TextDelta(text="", finish_reason="stop"), _deadline(call)
+    for attempt in (1, 2):
+        try:
+            first = await asyncio.wait_for(
+                anext(stream, end), max(deadline - time.time(), 0) + DEADLINE_GRACE_S
+            )
+            return stream, first
+        except TimeoutError:
+            stream.cancel()
+            raise _late(name) from None
+        except Exception as error:
+            if attempt == 2 or not replica_died(error):
+                raise
+            logger.warning("a replica died before a stream began; opening it again: %s", error)
+            stream = cast(
+                DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
+            )
+    raise AssertionError("unreachable")
 
 
 async def _replayed(result: GenerationResult) -> AsyncGenerator[tuple[int, TextDelta], None]:
@@ -409,7 +449,7 @@ class Gateway:
             results: list[GenerationResult] = (
                 [ready]
                 if ready is not None
-                else await asyncio.gather(*(_answered(handle, c) for c in calls))
+                else await asyncio.gather(*(_answered(handle, c, manifest.name) for c in calls))
             )
         except Exception as error:
             mapped = as_mesh_error(error)
@@ -743,7 +783,9 @@ class Gateway:
         firsts: list[TextDelta] = []
         try:
             for index, call in enumerate(calls):
-                streams[index], first = await _first_delta(handle, call, streams[index])
+                streams[index], first = await _first_delta(
+                    handle, call, streams[index], info.specialist
+                )
                 firsts.append(first)
         except Exception as error:  # refused before any token: a normal HTTP error
             cancel()

@@ -85,13 +85,20 @@ class MeshProcess:
 
 @contextmanager
 def running_mesh(
-    home: Path, *, env: dict[str, str] | None = None, ui: bool = True, timeout_s: float = 900
+    home: Path,
+    *,
+    env: dict[str, str] | None = None,
+    ui: bool = True,
+    timeout_s: float = 900,
+    address: str | None = None,
+    redis_url: str | None = None,
 ) -> Iterator[MeshProcess]:
     """`mesh up` on a free port until ready; stopped (Ctrl-C) on exit. A port taken by another
     process between choosing and binding it (Ray's own workers pick ports too) is retried on
-    a new port: it says nothing about the mesh."""
+    a new port: it says nothing about the mesh. `address`: join that Ray cluster (`mesh up
+    --address`); `redis_url`: use that Redis instead of starting the embedded one."""
     for attempt in range(BIND_ATTEMPTS):
-        mesh = _launch(home, env, ui)
+        mesh = _launch(home, env, ui, address, redis_url)
         try:
             mesh.wait_ready(timeout_s)
         except RuntimeError:
@@ -106,7 +113,13 @@ def running_mesh(
         mesh.stop()
 
 
-def _launch(home: Path, env: dict[str, str] | None, ui: bool) -> MeshProcess:
+def _launch(
+    home: Path,
+    env: dict[str, str] | None,
+    ui: bool,
+    address: str | None = None,
+    redis_url: str | None = None,
+) -> MeshProcess:
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home / "mesh-up.log"
@@ -118,7 +131,11 @@ def _launch(home: Path, env: dict[str, str] | None, ui: bool) -> MeshProcess:
         **(env or {}),
     }
     child_env.pop("MESH_REDIS_URL", None)
+    if redis_url:
+        child_env["MESH_REDIS_URL"] = redis_url
     command = [sys.executable, "-m", "mesh", "up", *([] if ui else ["--no-ui"])]
+    if address:
+        command += ["--address", address]
     # The log holds the admin token `mesh up` prints once: readable by this user only.
     log.touch(mode=0o600, exist_ok=True)
     log.chmod(0o600)

@@ -7,6 +7,7 @@ a stream open on it, and watches the tie go to the other.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -163,6 +164,14 @@ def twins(mesh: RunningMesh) -> Iterator[tuple[str, str]]:
         remove(mesh, "tie-llm", "tie-tool")
 
 
+def first_text(line: str) -> bool:
+    """Whether an SSE line carries generated text."""
+    if not line.startswith("data: {"):
+        return False
+    choices = json.loads(line[len("data: ") :]).get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content"))
+
+
 def route(mesh: RunningMesh, text: str) -> dict[str, Any]:
     reply = httpx.post(f"{mesh.base_url}/v1/route", json={"text": text}, timeout=60)
     assert reply.status_code == 200, reply.text
@@ -197,7 +206,7 @@ def test_a_tie_goes_to_the_specialist_that_is_not_saturated(
     ) as stream:
         assert stream.status_code == 200
         lines = stream.iter_lines()
-        next(line for line in lines if '"content":"' in line and '"content":""' not in line)
+        next(line for line in lines if first_text(line))  # generating now
 
         saturated = route(mesh, question)
         assert saturated["mode"] == "single" and saturated["targets"][0]["name"] == tool
