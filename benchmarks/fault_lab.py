@@ -113,8 +113,10 @@ class FaultLab:
         self.redis.start()
         self._stack.callback(self.redis.stop)
         registry = self.registry()
+        ours = {manifest.ref for manifest in self.specialists}
         for manifest in load_catalog():  # published, not installed: only ours run
-            registry.publish(manifest, OPERATOR, install=False)
+            if manifest.ref not in ours:
+                registry.publish(manifest, OPERATOR, install=False)
         for manifest in self.specialists:
             registry.publish(manifest, OPERATOR, install=True)
         self.mesh = self._stack.enter_context(

@@ -16,6 +16,7 @@ from mesh.controller import MeshController
 from mesh.gateway import Gateway
 from mesh.router_service import RouterService
 from mesh.settings import MeshSettings
+from specialists.serve_options import head_actor_options
 
 MESH_APP = "mesh"
 
@@ -29,17 +30,20 @@ def build_mesh_app(settings: MeshSettings | dict[str, Any] | None = None) -> App
         MeshController,
         name="controller",
         num_replicas=1,
-        ray_actor_options={"num_cpus": 0.05},
+        ray_actor_options=head_actor_options(0.05),
         max_ongoing_requests=1000,
     ).bind(settings.redis_url)
     router = serve.deployment(  # type: ignore[attr-defined]
         RouterService,
         name="router",
-        ray_actor_options={"num_cpus": 0.1},
+        ray_actor_options=head_actor_options(0.1),
         max_ongoing_requests=256,
     ).bind(controller, settings.model_dump(mode="json"))
     gateway = serve.deployment(
-        Gateway, name="gateway", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256
+        Gateway,
+        name="gateway",
+        ray_actor_options=head_actor_options(0.1),
+        max_ongoing_requests=256,
     )
     settings_data = settings.model_dump(mode="json")
     return gateway.bind(router, controller, settings_data)  # type: ignore[attr-defined]

@@ -140,7 +140,11 @@ def up(
         for ref in seed_catalog(registry):
             echo(f"published {ref} from the built-in catalog")
         _start_ray(ray, address, settings)
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        # One HTTP proxy, on the head node with the control plane (`mesh.app.ON_HEAD`).
+        serve.start(
+            proxy_location="HeadOnly",
+            http_options={"host": settings.host, "port": settings.port},
+        )
         serve.run(build_mesh_app(settings), name=MESH_APP, route_prefix="/")
         if ui:
             from ui.app import build_ui_app

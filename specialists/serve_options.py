@@ -54,6 +54,17 @@ def deployment_options(
     return options
 
 
+# Every Ray head node has this resource. The control plane (and the HTTP proxy, `HeadOnly`) stays
+# on the head: worker nodes come and go with the autoscaler or a failure, and a gateway on a lost
+# node would cut every connection it held; specialists are what workers are for.
+ON_HEAD = {"node:__internal_head__": 0.001}
+
+
+def head_actor_options(num_cpus: float) -> dict[str, Any]:
+    """Ray actor options of a control-plane replica: `num_cpus`, on the head node."""
+    return {"num_cpus": num_cpus, "resources": dict(ON_HEAD)}
+
+
 # `mesh up` sets this to "0" before Ray starts, so a local Ray uses 127.0.0.1 as its node IP;
 # every worker inherits it.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

@@ -32,6 +32,7 @@ from mesh.client import MeshClient
 from mesh.http_auth import bearer, is_api_key
 from mesh.settings import MeshSettings
 from registry.errors import MeshError
+from specialists.serve_options import head_actor_options
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ def build_ui_app(settings: MeshSettings) -> Any:
             return build_ui_asgi(self.config)
 
     deployment = serve.deployment(
-        ChatUI, name="ui", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100
+        ChatUI, name="ui", ray_actor_options=head_actor_options(0.1), max_ongoing_requests=100
     )
     return deployment.bind(UiConfig.from_settings(settings))  # type: ignore[attr-defined]
 

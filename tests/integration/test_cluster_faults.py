@@ -25,6 +25,7 @@ from specialists.catalog import load_catalog
 from tests.conftest import seed_onnx_cache
 
 pytestmark = pytest.mark.slow
+BUSY_EXAMPLES = ["Sum 2 and 2 busily.", "Busily add 3 and 4.", "Busy sum of 5 and 6."]
 AUTOSCALING = {
     "min_replicas": 1,
     "max_replicas": 3,
@@ -43,7 +44,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, onnx_cache: Path) -> Iterator[
     specialists = [m for m in load_catalog() if m.name in ("general", "math")]
     specialists += [
         gpu_tool("gpu-math"),
-        catalog_copy("math", "busy-math", scaling=AUTOSCALING, examples=["Sum 2 and 2 busily."]),
+        catalog_copy("math", "busy-math", scaling=AUTOSCALING, examples=BUSY_EXAMPLES),
     ]
     with FaultLab(home, specialists) as running:
         yield running
