@@ -413,16 +413,17 @@ def run_faults(
     lab: Any,
     scenarios: Sequence[str] = SCENARIOS,
     *,
-    n: int = 32,
+    n: int = 48,
     concurrency: int = 8,
-    fault_at_s: float = 3.0,
+    fault_at_s: float = 1.0,
     timeout_s: float = REQUEST_TIMEOUT_S,
     deadline_s: float = DEADLINE_S,
     recover_timeout_s: float = 180.0,
 ) -> dict[str, dict[str, Any]]:
     """Each scenario in turn on the lab's mesh: the bounded load of `run_load` (mixed streaming,
-    `FAULT_MODELS`), its fault injected `fault_at_s` into it, then the time the mesh takes to be
-    healthy again by itself (`recovered_s`, None if it did not within `recover_timeout_s`)."""
+    `FAULT_MODELS`), its fault injected `fault_at_s` into it (`fault_window_s`), then the time
+    the mesh takes after the load to be healthy again by itself (`recovered_s`, None if it did
+    not within `recover_timeout_s`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     actions = fault_actions(lab)
@@ -430,6 +431,8 @@ def run_faults(
     for index, name in enumerate(scenarios):
         what, action = actions[name]
         lab.wait(lab.healthy, recover_timeout_s)  # each scenario starts from a healthy mesh
+        began = time.perf_counter()
+        fault_window: list[float] = []
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(
                 run_load,
@@ -444,13 +447,18 @@ def run_faults(
             fault_error = None
             if action is not None:
                 time.sleep(fault_at_s)
+                fault_window.append(time.perf_counter() - began)
                 try:
                     action()
                 except Exception as error:  # reported: a fault that could not be injected
                     fault_error = f"{type(error).__name__}: {error}"
+                fault_window.append(time.perf_counter() - began)
             result = running.result()
         result["fault"] = what
         result["fault_error"] = fault_error
+        # When the fault began and ended, in seconds from the load's start: it must fall inside
+        # the load's `duration_s` to have hit requests in flight.
+        result["fault_window_s"] = [round(t, 2) for t in fault_window] or None
         result["recovered_s"] = lab.wait(lab.healthy, recover_timeout_s)
         report[name] = result
     return report

@@ -244,10 +244,11 @@ class MeshController:
             pending = None
             mine = replicas.get(app_name(name), [])
             counts = replica_counts(mine)
-            at_zero = manifest.scaling.min_replicas == 0 and not counts.get("running")
-            # A specialist at zero replicas is RUNNING for Serve even if no node can place one.
+            # At zero replicas a specialist is RUNNING for Serve: it is `scaled_to_zero`, not
+            # pending, even when no node alive now could hold a replica; the first request
+            # asks for one, which is what makes a cluster autoscaler add the node.
             slow = any(SLOW_SCHEDULING in m for m in messages)
-            if status != "RUNNING" or slow or at_zero:
+            if status != "RUNNING" or slow:
                 if nodes is None:  # one GCS call per refresh, only when something waits
                     nodes = await asyncio.to_thread(_node_resources)
                 pending = pending_reason(manifest, nodes, messages)

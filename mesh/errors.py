@@ -8,6 +8,7 @@ import re
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.exceptions import ActorDiedError, RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mesh.protocol import error_body
@@ -28,17 +29,16 @@ def as_mesh_error(error: BaseException) -> BaseException:
     error = unwrap(error)
     if type(error).__name__ == "BackPressureError":
         return UnavailableError("the specialist is overloaded (its queue is full); retry shortly")
-    if replica_died(error):
+    if isinstance(error, RayActorError):
         return UnavailableError("the specialist's replica stopped during the request; retry")
     return error
 
 
 def replica_died(error: BaseException) -> bool:
-    """Ray's actor errors (ActorDiedError, ActorUnavailableError): the replica that held the
-    request is gone or unreachable; no other replica has seen the request."""
-    from ray.exceptions import RayActorError
-
-    return isinstance(unwrap(error), RayActorError)
+    """The replica that held the request is dead (Ray's ActorDiedError): no other replica has
+    seen the request, so asking again cannot run it twice. (An ActorUnavailableError may be a
+    replica that is still running it: not retried.)"""
+    return isinstance(unwrap(error), ActorDiedError)
 
 
 def error_response(error: BaseException) -> JSONResponse:

@@ -14,6 +14,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry.trace import Span, SpanKind
 from pydantic import Field, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -58,6 +59,7 @@ from registry import (
 from registry.errors import HandedBackError, MeshError, RateLimitedError
 from router.cluster import CANNOT_RUN, load_note, prefer_ready
 from router.decision import RouteDecision, RouteTarget
+from specialists import tracing
 from specialists.deployment import SpecialistRequest, app_name
 from specialists.engine import ChatMessage, GenerationParams, GenerationResult, TextDelta
 from specialists.messages import Bounds, ContextState, TraceEvent
@@ -160,6 +162,7 @@ async def _answered(
         except Exception as error:
             if attempt == 2 or not replica_died(error):
                 raise
+            response.cancel()
             logger.warning("a replica died under a request; asking another once: %s", error)
     raise AssertionError("unreachable")
 
@@ -189,6 +192,7 @@ async def _first_delta(
         except Exception as error:
             if attempt == 2 or not replica_died(error):
                 raise
+            stream.cancel()
             logger.warning("a replica died before a stream began; opening it again: %s", error)
             stream = cast(
                 DeploymentResponseGenerator, handle.options(stream=True).chat_stream.remote(call)
@@ -210,6 +214,7 @@ class Gateway:
     ) -> None:
         keep_replica_on_loopback()
         self.settings = MeshSettings.model_validate(settings)
+        tracing.configure_tracing(self.settings.otel_exporter)
         uploads = {  # bodies besides JSON: none is a type a browser may send cross-site
             "/v1/artifacts": (artifact_api.TAR_TYPES, self.settings.max_artifact_bytes),
             "/v1/specialists": (("application/yaml", "application/x-yaml", "text/yaml"), None),
@@ -241,16 +246,35 @@ class Gateway:
         authorization: str | None = Header(None),
     ) -> JSONResponse | StreamingResponse:
         await self._check_auth(authorization)
+        with tracing.current(
+            "mesh.request", SpanKind.SERVER, model=body.model, stream=body.stream
+        ) as span:
+            return await self._chat(body, request, authorization, span)
+
+    async def _chat(
+        self,
+        body: ChatCompletionRequest,
+        request: Request,
+        authorization: str | None,
+        span: Span,
+    ) -> JSONResponse | StreamingResponse:
+        """A chat completion under its `mesh.request` span (for a stream, the span ends at the
+        first token; the replica's `mesh.generate` covers the rest)."""
         if body.specialist_tools:  # offered as functions: validated like the client's own
             offered = specialist_tools(body.specialist_tools, self.follower.view.specialists)
             body = body.with_tools(offered)
         self._check_size(body)
         manifest, decision = await self._choose(body)
+        span.set_attributes({"mesh.specialist": manifest.name, "mesh.mode": decision.mode})
         address = request.client.host if request.client else None
         client = client_id(authorization, address, self.settings.api_keys)
         response_id = completion_id()
         # One deadline for the request, however many specialists hand it back.
-        state = ContextState(conversation_id=response_id, bounds=self._bounds(body.mesh)).started()
+        state = ContextState(
+            conversation_id=response_id,
+            bounds=self._bounds(body.mesh),
+            traceparent=tracing.traceparent_of(span),
+        ).started()
         while True:
             try:
                 release = self.fair_share.acquire(client, manifest.name)
@@ -289,7 +313,8 @@ class Gateway:
         self, name: str, declined: HandedBackError, decision: RouteDecision
     ) -> tuple[SpecialistManifest, RouteDecision]:
         live = self.follower.view.specialists
-        after = decision.after_hand_back(name, declined.message, live, self.settings.fallback)
+        runnable = self._runnable()
+        after = decision.after_hand_back(name, declined.message, runnable, self.settings.fallback)
         if after is None or after.chosen is None:  # the live view changed meanwhile
             raise UnavailableError(
                 f"{name} handed the query back ({declined.message}) and no "
@@ -338,7 +363,7 @@ class Gateway:
         params = GenerationParams.merge(manifest.generation, grammar=body.grammar(), **sampling)
         live = set(self.follower.view.specialists)
         if decision.mode == "compound":
-            whole = _why_whole(body, decision, live)
+            whole = _why_whole(body, decision, self._runnable())
             if whole is None:
                 return await self._compound(body, decision, params, release, response_id, state)
             reason = f"{decision.reason}; answered whole: {whole}"
@@ -414,7 +439,7 @@ class Gateway:
                     mode,
                     set(body.specialist_tools),
                     manifest.name,
-                    handle.chat.remote,
+                    lambda asked: _answered(handle, asked, manifest.name),
                     plain=[ChatMessage.model_validate(m) for m in without_tools],
                     plain_params=GenerationParams.merge(manifest.generation, **sampling),
                 )
@@ -451,10 +476,12 @@ class Gateway:
                 if ready is not None
                 else await asyncio.gather(*(_answered(handle, c, manifest.name) for c in calls))
             )
-        except Exception as error:
+        except BaseException as error:  # cancelled too (the client went away): counted, freed
             mapped = as_mesh_error(error)
             meter.done(_outcome(mapped))
             finish(None if isinstance(mapped, HandedBackError) else True)
+            if mapped is error:
+                raise
             raise mapped from None
         for result in results:
             meter.tokens(result.prompt_tokens, result.completion_tokens)
@@ -525,9 +552,12 @@ class Gateway:
                 pieces.append(delta.text)
                 info.trace.extend(event.dump() for event in delta.trace)
                 tokens += delta.completion_tokens
-        except Exception as error:
+        except BaseException as error:  # cancelled too: counted, freed
             finish(True)
-            raise as_mesh_error(error) from None
+            mapped = as_mesh_error(error)
+            if mapped is error:
+                raise
+            raise mapped from None
         finish(False)
         return JSONResponse(
             completion_body(
@@ -661,13 +691,16 @@ class Gateway:
         self, body: ChatCompletionRequest
     ) -> tuple[SpecialistManifest, RouteDecision]:
         view = self.follower.view
+        route_s: float | None = None
         if body.routed:
             started = time.perf_counter()
-            routed = await self.router.route.remote(
-                body.query(), view.generation, body.earlier_user_turns()
-            )
-            decision = RouteDecision.model_validate(routed)
-            self.metrics.routed(decision, time.perf_counter() - started)
+            with tracing.current("mesh.route") as span:
+                routed = await self.router.route.remote(
+                    body.query(), view.generation, body.earlier_user_turns()
+                )
+                decision = RouteDecision.model_validate(routed)
+                span.set_attributes({"mesh.mode": decision.mode, "mesh.reason": decision.reason})
+            route_s = time.perf_counter() - started
             name = decision.chosen
             if name is None:
                 raise UnavailableError("no specialist is live yet; retry shortly")
@@ -686,7 +719,17 @@ class Gateway:
         if body.needs:  # only specialists declaring every feature needed may answer
             decision = self._serving(body.needs, body, decision, view.specialists)
         decision = self._on_the_cluster(decision, body.needs, view.specialists)
+        self.metrics.decided(decision, route_s)
         return view.specialists[decision.chosen or name], decision
+
+    def _runnable(self) -> set[str]:
+        """The live specialists that can run now (not pending or failed on the cluster)."""
+        loads = self.loads.loads
+        return {
+            name
+            for name in self.follower.view.specialists
+            if name not in loads or loads[name].state not in CANNOT_RUN
+        }
 
     def _on_the_cluster(
         self, decision: RouteDecision, needs: list[str], live: dict[str, SpecialistManifest]
@@ -787,7 +830,7 @@ class Gateway:
                     handle, call, streams[index], info.specialist
                 )
                 firsts.append(first)
-        except Exception as error:  # refused before any token: a normal HTTP error
+        except BaseException as error:  # refused before any token: a normal HTTP error
             cancel()
             mapped = as_mesh_error(error)
             meter.done(_outcome(mapped))
@@ -795,6 +838,8 @@ class Gateway:
                 finish(None)
                 raise mapped from None
             finish(True)
+            if not isinstance(error, Exception):  # cancelled: nobody to answer
+                raise
             return error_response(mapped)
         return sse_response(
             sse_stream(

@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field
 
-from router.cluster import AVAILABILITY_STATES, SpecialistLoad
+from router.cluster import AVAILABILITY_STATES, REPLICA_STATES, SpecialistLoad
 from router.decision import RouteDecision
 from specialists.engine import TextDelta
 
@@ -34,8 +34,6 @@ Outcome = Literal["answered", "failed", "refused", "handed_back"]
 # Seconds: from a fast tool answer to a long CPU generation.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 ROUTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-# Replica states a specialist is counted in (`mesh.controller` maps Serve's onto these).
-REPLICA_STATES = ("running", "starting", "stopping")
 
 
 class RequestMeter:
@@ -94,7 +92,8 @@ class MeshMetrics:
         self.open_requests: dict[str, int] = {}  # read by the routing tie-break, no scrape
         self.requests = Counter(
             "mesh_specialist_requests",
-            "Requests a specialist took, by outcome (answered, failed, refused, handed_back).",
+            "Requests a specialist took, by outcome: answered, failed, refused (429, or 503: "
+            "overloaded, or no replica within the deadline), handed_back.",
             ["specialist", "outcome"],
             registry=self.registry,
         )
@@ -145,7 +144,7 @@ class MeshMetrics:
         )
         self.decisions = Counter(
             "mesh_router_decisions",
-            "Routing decisions by mode (single, panel, fallback, pinned, compound).",
+            "Requests by final decision mode (single, panel, fallback, pinned, compound).",
             ["mode"],
             registry=self.registry,
         )
@@ -168,11 +167,14 @@ class MeshMetrics:
         """A request turned away before it was sent (429 fair share, 503 backpressure)."""
         self.requests.labels(specialist, "refused").inc()
 
-    def routed(self, decision: RouteDecision, seconds: float) -> None:
+    def decided(self, decision: RouteDecision, route_seconds: float | None) -> None:
+        """A request's final decision (after the cluster's say), and the router's time when
+        it was routed (None: pinned by `model`)."""
         self.decisions.labels(decision.mode).inc()
         if decision.fallback:
             self.fallbacks.inc()
-        self.route_latency.observe(seconds)
+        if route_seconds is not None:
+            self.route_latency.observe(route_seconds)
 
     def observe_cluster(self, loads: Mapping[str, SpecialistLoad]) -> None:
         """Replicas and states as the controller last saw them, and queue depth from them."""
@@ -181,6 +183,7 @@ class MeshMetrics:
                 self.replicas.remove(name, state)
             for state in AVAILABILITY_STATES:
                 self.availability.remove(name, state)
+            self.queued.remove(name)
         for name, load in loads.items():
             for state in REPLICA_STATES:
                 self.replicas.labels(name, state).set(load.replicas.get(state, 0))

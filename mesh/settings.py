@@ -70,6 +70,12 @@ class MeshSettings(BaseSettings):
     max_fanout: int = Field(4, ge=1, le=16, description="Asks one specialist may send per request.")
     token_budget: int = Field(2048, ge=1, description="Generated tokens per request, all hops.")
     deadline_s: float = Field(120.0, gt=0, description="Wall-clock limit per request.")
+    otel_exporter: Literal["none", "otlp", "console"] = Field(
+        "none",
+        description="OpenTelemetry spans (route -> specialist -> asks): `otlp` (the `otel` "
+        "extra; endpoint from OTEL_EXPORTER_OTLP_ENDPOINT) or `console`; every replica reads "
+        "MESH_OTEL_EXPORTER from its environment.",
+    )
     panel_aggregator: str | None = Field(
         None, description="Who writes a panel's final answer (default: the top-ranked)."
     )

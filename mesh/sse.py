@@ -42,12 +42,12 @@ async def sse_stream(
     generated for the request before these streams, such as a tool round's)."""
     failed = True
     readers = [ToolCallReader(tool_mode) for _ in range(choices)]
-    for index in range(choices):
-        role = {"role": "assistant", "content": ""}
-        first = info if index == 0 else None
-        yield sse_event(chunk_body(id=id, model=model, delta=role, mesh=first, index=index))
     finished: list[tuple[int, int]] = []  # (prompt, completion) tokens per finished choice
-    try:
+    try:  # from the first byte: a client gone at any point still ends the request below
+        for index in range(choices):
+            role = {"role": "assistant", "content": ""}
+            first = info if index == 0 else None
+            yield sse_event(chunk_body(id=id, model=model, delta=role, mesh=first, index=index))
         for gateway_event in info.trace:  # gateway-level events (panel drafts) come first
             yield trace_chunk(id, model, gateway_event)
         async with contextlib.aclosing(deltas) as stream:

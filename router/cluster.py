@@ -26,6 +26,8 @@ from router.decision import RouteDecision, RouteTarget
 
 AvailabilityState = Literal["running", "starting", "scaled_to_zero", "pending", "failed"]
 AVAILABILITY_STATES: tuple[str, ...] = get_args(AvailabilityState)
+# Replica states counted per specialist (`mesh.controller` maps Serve's onto these).
+REPLICA_STATES = ("running", "starting", "stopping")
 CANNOT_RUN = frozenset({"pending", "failed"})
 
 
@@ -71,7 +73,8 @@ def prefer_ready(
     fallback: str | None,
 ) -> RouteDecision | None:
     """`decision` adjusted for the cluster (rules in the module docstring); `live`: the
-    specialists serving now, `loads` what the controller knows of them."""
+    specialists that may answer now (serving, and able to serve what the request needs),
+    `loads` what the controller knows of them."""
     targets = [_annotated(t, loads, open_requests) for t in decision.targets]
     decision = decision.model_copy(update={"targets": targets})
     if decision.chosen is None or decision.mode == "pinned":
@@ -79,17 +82,20 @@ def prefer_ready(
     blocked = {t.name for t in targets if t.state in CANNOT_RUN}
     if fallback is not None and _state(loads, fallback) in CANNOT_RUN:
         blocked.add(fallback)
-    if decision.chosen in blocked:
-        note = load_note(decision.chosen, loads.get(decision.chosen), 0)
-        runnable = [name for name in live if name not in blocked]
-        why = f"{decision.reason}; cluster: {note}"
-        moved = decision.without(blocked, why, runnable, fallback or "")
-        if moved is None:
-            return None
-        decision = moved
-    if decision.mode != "panel":
+    if decision.mode == "panel":
+        trimmed = _panel_of_ready(decision, loads, open_requests, blocked, live)
+        if trimmed is not None:
+            return trimmed
+    if decision.chosen not in blocked:
         return decision
-    return _panel_of_ready(decision, loads, open_requests, blocked)
+    note = load_note(decision.chosen, loads.get(decision.chosen), 0)
+    runnable = [name for name in live if name not in blocked]
+    moved = decision.without(
+        blocked, f"{decision.reason}; cluster: {note}", runnable, fallback or ""
+    )
+    if moved is not None and moved.mode == "panel":  # no panel member could run
+        moved = moved.model_copy(update={"mode": "single", "panel": []})
+    return moved
 
 
 def _panel_of_ready(
@@ -97,15 +103,20 @@ def _panel_of_ready(
     loads: Mapping[str, SpecialistLoad],
     open_requests: Mapping[str, int],
     blocked: set[str],
-) -> RouteDecision:
+    live: Collection[str],
+) -> RouteDecision | None:
+    """The panel among its members that may answer and can run, the warm ones with room
+    first; None when no member can (the caller moves on to the next candidate)."""
     members = decision.panel or [t.name for t in decision.targets if t.score >= decision.threshold]
-    runnable = [m for m in members if m not in blocked]
+    runnable = [m for m in members if m in live and m not in blocked]
+    if not runnable:
+        return None
     ready = [m for m in runnable if is_ready(loads.get(m), open_requests.get(m, 0))]
     keep = ready or runnable
     if keep == members:
         return decision
     dropped = [m for m in members if m not in keep]
-    notes = "; ".join(load_note(m, loads.get(m), open_requests.get(m, 0)) for m in dropped)
+    notes = "; ".join(_why_out(m, loads, open_requests, live) for m in dropped)
     first = next(t for t in decision.targets if t.name == keep[0])
     targets = [first, *(t for t in decision.targets if t is not first)]
     if len(keep) == 1:
@@ -115,6 +126,17 @@ def _panel_of_ready(
         )
     reason = f"{decision.reason}; cluster: {notes}: the panel is {', '.join(keep)}"
     return decision.model_copy(update={"targets": targets, "panel": keep, "reason": reason})
+
+
+def _why_out(
+    name: str,
+    loads: Mapping[str, SpecialistLoad],
+    open_requests: Mapping[str, int],
+    live: Collection[str],
+) -> str:
+    if name not in live:
+        return f"{name} may not answer this request"
+    return load_note(name, loads.get(name), open_requests.get(name, 0))
 
 
 def _annotated(

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from registry.errors import MeshError
+from specialists import tracing
 from specialists.messages import ContextState, Message, TraceEvent, Trust
 
 
@@ -110,15 +111,32 @@ class MeshContext:
         grant = self.share(max_tokens)
         self.asked += 1
         self.reserved += grant
+        span = tracing.start(
+            "mesh.ask", self.state.traceparent, sender=self.sender, receiver=to, hop=hop, kind=kind
+        )
         try:
-            return await self._send(to, hop, kind, content, grant, max_tokens)
+            result = await self._send(
+                to, hop, kind, content, grant, max_tokens, tracing.traceparent_of(span)
+            )
+            if not result.ok:
+                span.set_attribute("mesh.failed", result.note[:200])
+            return result
         finally:
             self.reserved -= grant
+            tracing.finish(span)
 
     async def _send(
-        self, to: str, hop: int, kind: str, content: str, grant: int, max_tokens: int | None
+        self,
+        to: str,
+        hop: int,
+        kind: str,
+        content: str,
+        grant: int,
+        max_tokens: int | None,
+        traceparent: str | None = None,
     ) -> AskResult:
-        """Deliver an ask holding `grant` tokens of the budget; count what the receiver spent."""
+        """Deliver an ask holding `grant` tokens of the budget; count what the receiver spent.
+        `traceparent`: the ask's span, which the receiver's answer nests under."""
         message = Message.model_validate(
             {
                 "conversation_id": self.state.conversation_id,
@@ -134,6 +152,7 @@ class MeshContext:
                 "path": [*self.state.path, to],
                 "bounds": self.state.bounds.model_copy(update={"token_budget": grant}),
                 "tokens_used": 0,
+                "traceparent": traceparent or self.state.traceparent,
             }
         )
         started = time.perf_counter()

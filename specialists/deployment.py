@@ -22,6 +22,7 @@ from ray.serve import Application
 
 from registry.errors import InvalidRequestError
 from registry.manifest import SpecialistManifest
+from specialists import tracing
 from specialists.adapter_pool import FORWARDER_CPUS, PoolClientEngine, shares_base
 from specialists.context import MeshContext, Reply
 from specialists.delegation import (
@@ -109,6 +110,7 @@ class SpecialistDeployment:
         engine: type[Engine] | None = None,
     ) -> None:
         keep_replica_on_loopback()
+        tracing.configure_tracing()  # MESH_OTEL_EXPORTER, inherited from `mesh up`
         self.manifest = SpecialistManifest.model_validate(manifest)
         options = SourceOptions.model_validate(sources or {})
         self.engine = (engine or engine_for(self.manifest))(self.manifest, options)
@@ -160,10 +162,37 @@ class SpecialistDeployment:
     async def _answer(
         self, request: SpecialistRequest, *, live: bool, ctx: MeshContext | None = None
     ) -> AsyncIterator[TextDelta]:
-        """The one path every entry point takes. `live`: deltas go out as they come (trace
-        first); otherwise the answer may be regenerated once if the model asks for help, and
-        the whole trace rides on the last delta."""
+        """The one path every entry point takes, in a `mesh.generate` span (under the caller's,
+        from `ContextState.traceparent`; asks from here nest under it)."""
         ctx = ctx or self._context(request.context)
+        span = tracing.start(
+            "mesh.generate",
+            ctx.state.traceparent,
+            specialist=self.manifest.name,
+            version=self.manifest.version,
+            streamed=live,
+        )
+        ctx.state = ctx.state.model_copy(
+            update={"traceparent": tracing.traceparent_of(span) or ctx.state.traceparent}
+        )
+        failed: BaseException | None = None
+        try:
+            async for delta in self._steps(request, live, ctx):
+                if delta.finish_reason:
+                    span.set_attribute("mesh.completion_tokens", delta.completion_tokens)
+                yield delta
+        except Exception as error:
+            failed = error
+            raise
+        finally:
+            tracing.finish(span, failed)
+
+    async def _steps(
+        self, request: SpecialistRequest, live: bool, ctx: MeshContext
+    ) -> AsyncIterator[TextDelta]:
+        """`live`: deltas go out as they come (trace first); otherwise the answer may be
+        regenerated once if the model asks for help, and the whole trace rides on the last
+        delta."""
         params = request.params
         self._check_capabilities(params)
         if self.exact:

@@ -75,6 +75,10 @@ class ContextState(BaseModel):
     deadline: float = 0.0  # absolute time.time(); 0 means "now + bounds.deadline_s"
     path: list[str] = Field(default_factory=list)  # who is asking whom, origin first
     tokens_used: int = 0
+    # W3C trace context of the span this hop runs under (`specialists.tracing`; None: off).
+    traceparent: str | None = Field(
+        None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+    )
 
     def started(self) -> ContextState:
         if self.deadline:

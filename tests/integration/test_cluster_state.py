@@ -1,4 +1,5 @@
-"""The running mesh's cluster state: `/metrics`, scale to zero, and routing that knows load.
+"""The operator's view of the running mesh: `/metrics`, scale to zero, routing that knows load,
+and OpenTelemetry spans.
 
 All on the session mesh (real Ray Serve, Redis, models, HTTP). The tie test installs two
 specialists with the same examples, one of them an LLM that takes one request at a time, holds
@@ -17,10 +18,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from benchmarks.fault_lab import catalog_copy
 from mesh.cli import app
 from mesh.metrics import read_exposition
-from specialists.catalog import load_catalog
-from tests.integration.conftest import ADMIN_TOKEN, RunningMesh, wait_for
+from registry import SpecialistManifest
+from tests.integration.conftest import ADMIN_TOKEN, OtlpReceiver, RunningMesh, wait_for
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -31,17 +33,10 @@ LEDGER = [
 ]
 
 
-def catalog_copy(base: str, name: str, **changes: Any) -> dict[str, Any]:
-    """A catalog manifest under another name, with `changes` applied."""
-    manifest = next(m for m in load_catalog() if m.name == base)
-    data = manifest.model_dump(mode="json", exclude_none=True)
-    data.update(name=name, version="1.0.0", card=None, **changes)
-    return {key: value for key, value in data.items() if value is not None}
-
-
-def publish(mesh: RunningMesh, data: dict[str, Any]) -> None:
+def publish(mesh: RunningMesh, manifest: SpecialistManifest) -> None:
     """Publish and install as the operator (force: the tie's twins fail the copy check on
     purpose), then wait until the mesh serves it."""
+    data = manifest.model_dump(mode="json", exclude_none=True)
     url = f"{mesh.base_url}/v1/specialists?force=true"
     reply = httpx.post(url, json=data, headers=ADMIN, timeout=300)
     assert reply.status_code == 201 and reply.json()["installed"], reply.text
@@ -223,3 +218,48 @@ def test_a_tie_goes_to_the_specialist_that_is_not_saturated(
 
     # The stream is over: the LLM has room again and the tie is a panel again.
     wait_for(tied, 30, "the panel once the stream ended")
+
+
+# -- OpenTelemetry -------------------------------------------------------------------------
+def test_spans_follow_a_request_from_the_route_to_the_specialist_and_its_asks(
+    mesh: RunningMesh, otlp_receiver: OtlpReceiver
+) -> None:
+    """The session mesh exports to a real OTLP/HTTP endpoint (`otlp_receiver`): a request to
+    `general` that asks `math` is one trace, request -> generate -> ask -> generate."""
+    reply = ask(mesh, "general", "What is 17*23?", max_tokens=16)
+    assert reply.status_code == 200, reply.text
+    assert any(e["to"] == "math" for e in reply.json()["mesh"]["trace"]), "general asked math"
+
+    def exported() -> dict[str, Any] | None:
+        asks = [
+            s
+            for s in otlp_receiver.named("mesh.ask")
+            if s["attributes"].get("mesh.receiver") == "math"
+            and s["attributes"].get("mesh.sender") == "general"
+        ]
+        for span in asks:  # the trace of this request: its ask, and the spans around it
+            trace = [s for s in otlp_receiver.spans if s["trace_id"] == span["trace_id"]]
+            by_id = {s["span_id"]: s for s in trace}
+            answer = [s for s in trace if s["parent_id"] == span["span_id"]]
+            asker = by_id.get(span["parent_id"] or "")
+            root = by_id.get((asker or {}).get("parent_id") or "")
+            if answer and asker and root:
+                return {"ask": span, "answer": answer[0], "asker": asker, "root": root}
+        return None
+
+    found = wait_for(exported, 30, "the request's spans at the OTLP endpoint")
+    assert found["root"]["name"] == "mesh.request"
+    assert found["root"]["attributes"]["mesh.specialist"] == "general"
+    assert found["asker"]["name"] == "mesh.generate"
+    assert found["asker"]["attributes"]["mesh.specialist"] == "general"
+    assert found["answer"]["name"] == "mesh.generate"
+    assert found["answer"]["attributes"]["mesh.specialist"] == "math"
+
+    # A routed request: the route is a span of its own under the request.
+    assert ask(mesh, "mesh", "What is 6*7?").status_code == 200
+
+    def routed() -> bool:
+        requests = {s["span_id"] for s in otlp_receiver.named("mesh.request")}
+        return any(s["parent_id"] in requests for s in otlp_receiver.named("mesh.route"))
+
+    wait_for(routed, 30, "a mesh.route span under a mesh.request")

@@ -122,9 +122,41 @@ def test_controller_states_from_serve() -> None:
     assert replica_counts(replicas) == {"running": 1, "starting": 1, "stopping": 1}
     assert availability("RUNNING", None, {"running": 1}, 0) == "running"
     assert availability("RUNNING", None, {}, 0) == "scaled_to_zero"
+    # At zero a specialist waits for the first request even when no node could hold it now:
+    # that request is what makes a cluster autoscaler add one.
     assert availability("RUNNING", None, {"starting": 1}, 0) == "starting"
     assert availability("RUNNING", None, {}, 1) == "starting"  # a replica died: coming back
     assert availability("RUNNING", "waiting for resources: ...", {}, 0) == "pending"
     assert availability("PENDING", "waiting", {}, 1) == "pending"
     assert availability("DEPLOYING", None, {}, 1) == "starting"
     assert availability("DEPLOY_FAILED", None, {}, 1) == "failed"
+
+
+def test_a_panel_member_that_may_not_answer_is_never_chosen() -> None:
+    """Only `code` serves what the request needs (`live` is the able ones): a saturated
+    `code` still answers rather than `general`, which cannot."""
+    loads = {"code": running(), "general": running()}
+    decision = prefer_ready(panel("code", "general"), loads, {"code": 8}, ["code"], None)
+    assert decision is not None and decision.chosen == "code" and decision.mode == "single"
+    assert "general may not answer this request" in decision.reason
+
+
+def test_a_pending_panel_keeps_the_next_runnable_member_and_says_why_once() -> None:
+    loads = {
+        "code": SpecialistLoad(state="pending"),
+        "general": running(),
+        "writing": running(),
+    }
+    decision = prefer_ready(panel("code", "general", "writing"), loads, {}, LIVE, None)
+    assert decision is not None and decision.mode == "panel"
+    assert decision.panel == ["general", "writing"] and decision.chosen == "general"
+    assert "next candidate" not in decision.reason
+    # Every member pending: the next candidate outside the panel answers alone.
+    for name in ("general", "writing"):
+        loads[name] = SpecialistLoad(state="pending")
+    loads["math"] = running()
+    wider = panel("code", "general", "writing")
+    wider.targets.append(RouteTarget(name="math", score=0.4, threshold=0.3))
+    moved = prefer_ready(wider, loads, {}, LIVE, None)
+    assert moved is not None and moved.chosen == "math"
+    assert moved.mode == "single" and moved.panel == []

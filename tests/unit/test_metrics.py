@@ -111,15 +111,16 @@ def test_replicas_states_and_queue_depth_from_the_cluster() -> None:
         meter.done("answered")
 
 
-def test_router_decisions_by_mode() -> None:
+def test_decisions_by_final_mode_and_router_time_for_routed_requests_only() -> None:
     metrics = MeshMetrics()
     target = [RouteTarget(name="general", score=0.1)]
-    metrics.routed(
-        RouteDecision(targets=target, mode="fallback", threshold=0.3, reason="low"), 0.004
-    )
-    metrics.routed(RouteDecision(targets=target, mode="single", threshold=0.3, reason="ok"), 0.002)
+    low = RouteDecision(targets=target, mode="fallback", threshold=0.3, reason="low")
+    metrics.decided(low, 0.004)
+    metrics.decided(RouteDecision(targets=target, mode="single", threshold=0.3, reason="ok"), 0.002)
+    metrics.decided(RouteDecision(targets=target, mode="pinned", threshold=0, reason="pin"), None)
     assert value(metrics, "mesh_router_decisions_total", mode="fallback") == 1
     assert value(metrics, "mesh_router_decisions_total", mode="single") == 1
+    assert value(metrics, "mesh_router_decisions_total", mode="pinned") == 1
     assert value(metrics, "mesh_router_fallbacks_total") == 1
     assert value(metrics, "mesh_router_seconds_count") == 2
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from ray.exceptions import ActorDiedError
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from mesh import gateway
 from mesh.errors import as_mesh_error
@@ -80,9 +80,10 @@ ANSWER = GenerationResult(text="hello", finish_reason="stop", prompt_tokens=1, c
 
 
 def test_a_request_whose_replica_died_is_asked_once_more() -> None:
-    handle = Handle(Response(ActorDiedError()), Response(ANSWER))
+    dead = Response(ActorDiedError())
+    handle = Handle(dead, Response(ANSWER))
     result = asyncio.run(gateway._answered(handle, call(), "code"))  # type: ignore[arg-type]
-    assert result.text == "hello" and handle.calls == 2
+    assert result.text == "hello" and handle.calls == 2 and dead.cancelled
 
 
 def test_a_second_death_is_a_clean_503() -> None:
@@ -93,9 +94,11 @@ def test_a_second_death_is_a_clean_503() -> None:
     assert isinstance(mapped, UnavailableError) and "replica stopped" in mapped.message
 
 
-def test_other_errors_are_not_retried() -> None:
-    handle = Handle(Response(ValueError("bad")), Response(ANSWER))
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("error", [ValueError("bad"), ActorUnavailableError("busy", None)])
+def test_other_errors_are_not_retried(error: Exception) -> None:
+    """Not a dead replica (an unreachable one may still be running the request)."""
+    handle = Handle(Response(error), Response(ANSWER))
+    with pytest.raises(type(error)):
         asyncio.run(gateway._answered(handle, call(), "code"))  # type: ignore[arg-type]
     assert handle.calls == 1
 
