@@ -12,7 +12,9 @@ What to expect depends on the machine: the replicas of one cluster share its cor
 2-core machine three replicas split two cores, so the gain is in queueing (TTFT), not in
 total tokens/s; on real nodes each replica brings its own cores. Usage:
 
-    python benchmarks/autoscale.py [--requests 64] [--concurrency 16] [--max-tokens 48]
+    python -m benchmarks.autoscale [--requests 64] [--concurrency 16] [--max-tokens 48]
+
+(as a module from the repository root: `benchmarks/specialists.py` would shadow the package.)
 """
 
 from __future__ import annotations

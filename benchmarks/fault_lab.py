@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,6 +110,8 @@ class FaultLab:
         ray.init(address=self.cluster.address)  # this process kills replicas through Ray
         self._stack.callback(ray.shutdown)
 
+        # A fresh store each time (a reused `home` keeps only the mesh's caches).
+        shutil.rmtree(self.home / "redis", ignore_errors=True)
         self.redis = EmbeddedRedis(self.home / "redis", port=free_port())
         self.redis.start()
         self._stack.callback(self.redis.stop)

@@ -23,6 +23,13 @@ as 429 with `Retry-After` (refused), and nothing may be lost. Usage:
     python benchmarks/load.py --url http://127.0.0.1:8000 [--n 200] [--concurrency 16] \
         [--api-key KEY ...]
     python benchmarks/load.py --start --n 200 --concurrency 16 [--overload]
+    python -m benchmarks.load --faults [SCENARIO ...] [--n 48] [--concurrency 8]
+
+`--faults` runs the same load on a simulated cluster (`benchmarks/fault_lab.py`: run it as a
+module from the repository root) once per scenario - no fault, a replica killed mid-stream, the
+worker node removed and replaced, Redis stopped and restarted, an upgrade - and prints one entry
+per scenario with the counts below, the fault's window and the seconds the mesh took to be
+healthy again after the load (`recovered_s`).
 
 Prints one JSON object: {"sent", "answered", "refused", "failed_cleanly", "lost", "p50_ms",
 "p95_ms", "duration_s", "by_specialist": {...}, ...} (with --overload, an "overload" object of

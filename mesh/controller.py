@@ -284,16 +284,33 @@ class MeshController:
                 message=self.build_errors.get(name, ""),
                 availability="failed",
             )
-        live = {
-            name: self.deployed[name]
-            for name, state in states.items()
-            if state.status == "RUNNING" and name in self.deployed
-        }
+        live = live_manifests(states, self.deployed, self.live)
         self.states = states
         self.loads = loads
         if live != self.live:
             self.live = live
             self.generation += 1
+
+
+def live_manifests(
+    states: dict[str, SpecialistState],
+    deployed: dict[str, SpecialistManifest],
+    live: dict[str, SpecialistManifest],
+) -> dict[str, SpecialistManifest]:
+    """Who serves now, as which manifest: every RUNNING specialist; and during a rolling
+    update (Serve says DEPLOYING, or PENDING while the new replica waits for room), one that
+    was live and still has a running replica stays live as the version those replicas run."""
+    serving = {}
+    for name, state in states.items():
+        if name not in deployed:
+            continue
+        if state.status == "RUNNING":
+            serving[name] = deployed[name]
+        elif (
+            name in live and state.availability == "running" and state.status not in FAILED_STATUSES
+        ):
+            serving[name] = live[name]
+    return serving
 
 
 def replica_counts(replicas: list[ReplicaInfo]) -> dict[str, int]:

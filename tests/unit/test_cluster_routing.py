@@ -160,3 +160,29 @@ def test_a_pending_panel_keeps_the_next_runnable_member_and_says_why_once() -> N
     moved = prefer_ready(wider, loads, {}, LIVE, None)
     assert moved is not None and moved.chosen == "math"
     assert moved.mode == "single" and moved.panel == []
+
+
+def test_a_specialist_being_upgraded_stays_live_as_the_version_its_replicas_run() -> None:
+    from mesh.controller import SpecialistState, live_manifests
+    from registry import SpecialistManifest
+    from specialists.catalog import load_catalog
+
+    old = next(m for m in load_catalog() if m.name == "math")
+    new = SpecialistManifest.model_validate({**old.model_dump(mode="json"), "version": "9.0.0"})
+
+    def state(status: str, availability: str) -> dict[str, SpecialistState]:
+        return {
+            "math": SpecialistState(
+                name="math", version="9.0.0", status=status, availability=availability
+            )
+        }
+
+    was = {"math": old}
+    updating = live_manifests(state("DEPLOYING", "running"), {"math": new}, was)
+    assert updating == {"math": old}, "the old replica serves until the new one runs"
+    waiting = live_manifests(state("PENDING", "running"), {"math": new}, was)
+    assert waiting == {"math": old}
+    assert live_manifests(state("RUNNING", "running"), {"math": new}, was) == {"math": new}
+    assert live_manifests(state("DEPLOYING", "starting"), {"math": new}, was) == {}
+    assert live_manifests(state("DEPLOY_FAILED", "running"), {"math": new}, was) == {}
+    assert live_manifests(state("DEPLOYING", "running"), {"math": new}, {}) == {}  # first deploy
