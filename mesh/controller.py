@@ -297,19 +297,19 @@ def live_manifests(
     deployed: dict[str, SpecialistManifest],
     live: dict[str, SpecialistManifest],
 ) -> dict[str, SpecialistManifest]:
-    """Who serves now, as which manifest: every RUNNING specialist; and during a rolling
-    update (Serve says DEPLOYING, or PENDING while the new replica waits for room), one that
-    was live and still has a running replica stays live as the version those replicas run."""
+    """Who serves now, as which manifest: every RUNNING specialist; and one that was live and is
+    being updated (Serve says DEPLOYING, or PENDING while the new replica waits for room) stays
+    live, as the old version while an old replica still runs, else as the new one its requests
+    wait for (Serve replaces a single replica stop-first; the wait is bounded by the request's
+    deadline, as a cold start is)."""
     serving = {}
     for name, state in states.items():
         if name not in deployed:
             continue
         if state.status == "RUNNING":
             serving[name] = deployed[name]
-        elif (
-            name in live and state.availability == "running" and state.status not in FAILED_STATUSES
-        ):
-            serving[name] = live[name]
+        elif name in live and state.status not in FAILED_STATUSES:
+            serving[name] = live[name] if state.availability == "running" else deployed[name]
     return serving
 
 
