@@ -29,7 +29,7 @@ class FakeMesh:
 def launches(monkeypatch: pytest.MonkeyPatch, logs: list[str]) -> list[FakeMesh]:
     made: list[FakeMesh] = []
 
-    def launch(home: Path, env: object, ui: bool) -> FakeMesh:
+    def launch(home: Path, env: object, ui: bool, *where: object) -> FakeMesh:
         made.append(FakeMesh(logs[len(made)]))
         return made[-1]
 
