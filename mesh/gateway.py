@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from opentelemetry.trace import Span, SpanKind
 from pydantic import Field, ValidationError
 from ray import serve
@@ -660,7 +660,7 @@ class Gateway:
             status_code=200 if status["ready"] else 503,
         )
 
-    @api.get("/metrics")
+    @api.get("/metrics", response_class=PlainTextResponse)  # documented as text/plain
     async def prometheus(self, authorization: str | None = Header(None)) -> Response:
         """Prometheus exposition of this gateway's counts and the controller's replicas
         (`mesh.metrics`); the same auth as the other read routes."""
