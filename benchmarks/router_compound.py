@@ -81,16 +81,17 @@ def build_sets(test: list[tuple[str, str | None]], seed: int) -> dict[str, list[
 
 
 def one(folder: Path, seed: int, method: str, encoder: Any) -> dict[str, float]:
-    from registry.router_artifacts import OperatingPoint
+    from registry.router_artifacts import LexicalSpec, OperatingPoint
     from router import Router
     from router.evaluate import read_examples, read_labelled
+    from router.lexical import with_lexical
 
     examples = read_examples(folder / "examples.jsonl")
     router = Router.from_examples(
         examples,
         fallback=FALLBACK,
         method=method,  # type: ignore[arg-type]
-        encoder=encoder,
+        encoder=with_lexical(encoder, LexicalSpec() if method == "linear" else None),
     )
     target = OperatingPoint(oos_recall=0.8) if method == "linear" else None
     router.fit(*read_labelled(folder / "val.jsonl", set(examples)), target)

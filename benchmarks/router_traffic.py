@@ -69,15 +69,18 @@ class Task:
 
 def load_task(folder: Path, seed: int, encoder: Encoder, method: str) -> Task:
     """Split the test rows with the seed: first half traffic, second half held out."""
+    from registry.router_artifacts import LexicalSpec
     from router import Router
     from router.evaluate import read_examples, read_labelled
+    from router.lexical import with_lexical
 
     examples = read_examples(folder / "examples.jsonl")
     val = read_labelled(folder / "val.jsonl", set(examples))
     test = list(zip(*read_labelled(folder / "test.jsonl", set(examples)), strict=True))
     random.Random(seed).shuffle(test)
     half = len(test) // 2
-    blank = Router.from_examples(examples, method=method, encoder=encoder)  # type: ignore[arg-type]
+    lexical = LexicalSpec() if method == "linear" else None  # the mesh's default for linear
+    blank = Router.from_examples(examples, method=method, encoder=with_lexical(encoder, lexical))  # type: ignore[arg-type]
     return Task(blank, list(zip(*val, strict=True)), test[:half], test[half:])
 
 

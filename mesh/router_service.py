@@ -32,6 +32,7 @@ from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import FinetuneSettings
 from router.impact import ImpactReport
 from router.index import index_texts
+from router.lexical import lexical_spec
 from router.live import LiveRouter, LiveRouterOptions
 from specialists.serve_options import keep_replica_on_loopback
 
@@ -48,6 +49,7 @@ def live_options(settings: MeshSettings) -> LiveRouterOptions:
         refit_encoder=settings.router_refit_encoder,
         refit_delay_s=settings.router_refit_delay_s,
         finetune=FinetuneSettings(steps=settings.router_finetune_steps),
+        lexical=lexical_spec(settings.router_lexical_weight),
     )
 
 

@@ -47,6 +47,13 @@ class MeshSettings(BaseSettings):
         2.0, ge=0, description="Wait for a burst of installs to settle before refitting."
     )
     router_finetune_steps: int = Field(150, ge=1, description="Encoder fine-tuning steps.")
+    router_lexical_weight: float = Field(
+        0.7,
+        ge=0,
+        le=4,
+        description="Weight of hashed word features beside the embedding in the linear head "
+        "(router.lexical); 0 turns them off. Other methods ignore it.",
+    )
     router_reload_s: float = Field(
         5.0, gt=0, description="How often the router checks for a new current artifact."
     )

@@ -25,6 +25,8 @@ from registry.redis_server import redis_errors
 
 FORMAT_VERSION = 1
 WATCH_RETRIES = 20
+LEXICAL_WEIGHT = 0.7
+LEXICAL_DIMS = 2048
 
 
 class RouterArtifactError(MeshError):
@@ -35,6 +37,14 @@ class LabelledQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str
     label: str | None = Field(description="The specialist that should answer; null: none fits.")
+
+
+class LexicalSpec(BaseModel):
+    """How lexical features were mixed in: part of a fitted head, so stored beside it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    weight: float = Field(LEXICAL_WEIGHT, gt=0, le=4, description="Scale against the embedding.")
+    dims: int = Field(LEXICAL_DIMS, ge=64, le=1 << 16, description="Hashed feature columns.")
 
 
 class EncoderFiles(BaseModel):
@@ -93,6 +103,11 @@ class TradeOffPoint(BaseModel):
     accuracy: float = Field(description="In-scope queries routed right (a fallback is wrong).")
     oos_recall: float | None = Field(description="Out-of-scope queries that fell back.")
     precision: float = Field(description="Routed queries (not falling back) routed right.")
+    target_recall: float | None = Field(
+        None,
+        description="Set on the point fitted for an out-of-scope recall target: one global "
+        "cut, the lowest that rejects that share of the labelled out-of-scope queries.",
+    )
 
 
 class RouterArtifactRecord(BaseModel):
@@ -120,6 +135,9 @@ class RouterArtifactRecord(BaseModel):
     )
     head: LinearHeadData | None = None
     encoder: EncoderFiles | None = Field(None, description="None: the frozen base encoder.")
+    lexical: LexicalSpec | None = Field(
+        None, description="Lexical features the head was trained with; None: embedding only."
+    )
     parent: str | None = Field(None, description="The version this one was refitted from.")
 
 

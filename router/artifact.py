@@ -26,6 +26,7 @@ from registry.artifacts import sha256_file
 from registry.router_artifacts import (
     EncoderFiles,
     LabelledQuery,
+    LexicalSpec,
     LinearHeadData,
     OperatingPoint,
     RouterArtifactError,
@@ -35,6 +36,7 @@ from router.calibrate import choose
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import MODEL_DIR, FinetuneSettings, examples_digest, finetune_encoder
 from router.index import RouterIndex
+from router.lexical import LexicalEncoder, with_lexical
 from router.linear import LinearHead
 from router.router import FitReport, Method, Router
 
@@ -140,6 +142,7 @@ def fit_artifact(
     target: OperatingPoint | None = None,
     finetune: FinetuneSettings | None = None,
     index: RouterIndex | None = None,
+    lexical: LexicalSpec | None = None,
     parent: str | None = None,
     load: EncoderLoader = SentenceTransformerEncoder,
     progress: Callable[[int, float], None] | None = None,
@@ -149,6 +152,8 @@ def fit_artifact(
     `encoder` (described by `encoder_files`, None = frozen base) is used unless `finetune` is
     given: then a new encoder is trained on `examples` into this version's folder first.
     `index`: `examples` already indexed with `encoder` (skips encoding them again).
+    `lexical`: the linear head also reads hashed word features (`router.lexical`); other
+    methods ignore it, and the record says which features the head was trained on.
     Without `labelled` queries the thresholds are the method's defaults (or `threshold`);
     with them, `target` is the operating point they aim for (default: balanced). `lessons`
     (version, accepted lessons from traffic) train the linear head only (`Router.fit`); the
@@ -170,6 +175,9 @@ def fit_artifact(
             train_seconds=trained.train_seconds,
         )
         encoder, index = load(model), None
+    routing = with_lexical(encoder, lexical if method == "linear" else None)
+    if routing is not encoder:
+        encoder, index = routing, None
     router = Router(
         encoder,
         index if index is not None else RouterIndex.build(encoder, examples),
@@ -232,6 +240,7 @@ def describe(
         trade_off=report.trade_off if report else [],
         head=encode_head(router.index.names, head) if head is not None else None,
         encoder=encoder_files,
+        lexical=router.encoder.spec if isinstance(router.encoder, LexicalEncoder) else None,
         parent=parent,
     )
 
@@ -257,6 +266,7 @@ def record_summary(record: RouterArtifactRecord) -> dict[str, Any]:
         "specialists": sorted(record.installed),
         "fitted": record.fitted,
         "fine_tuned": record.encoder is not None,
+        "lexical": record.lexical.model_dump() if record.lexical else None,
         "threshold": record.threshold,
         "rejects_out_of_scope": bool(record.head and record.head.rejects),
         "n_labelled": len(record.labelled),

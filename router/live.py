@@ -29,12 +29,13 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.errors import MeshError
-from registry.router_artifacts import LabelledQuery, RouterArtifactRecord
+from registry.router_artifacts import LabelledQuery, LexicalSpec, RouterArtifactRecord
 from router.artifact import EncoderLoader, apply_record, fit_artifact, load_encoder, record_summary
 from router.decision import RouteDecision
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import FinetuneSettings, examples_digest
 from router.index import RouterIndex
+from router.lexical import with_lexical
 from router.router import Method, Router
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class LiveRouterOptions(BaseModel):
     refit_encoder: bool = Field(False, description="Also fine-tune the encoder on refits.")
     refit_delay_s: float = Field(2.0, ge=0, description="Let a burst of installs settle first.")
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)  # type: ignore[arg-type]
+    lexical: LexicalSpec | None = Field(
+        default_factory=LexicalSpec,
+        description="Lexical features for the linear head (router.lexical); None: off.",
+    )
 
 
 class LiveRouter:
@@ -84,6 +89,7 @@ class LiveRouter:
         self.load = load
         self._make_frozen = frozen or SentenceTransformerEncoder
         self._frozen: Encoder | None = None
+        self._frozen_routing: Encoder | None = None
         self.record: RouterArtifactRecord | None = None  # the artifact serving now
         self.degraded = False  # the current artifact could not be loaded: save nothing
         self.examples: dict[str, list[str]] = {}
@@ -158,7 +164,9 @@ class LiveRouter:
             try:
                 record = self.store.get(version)
                 encoder = load_encoder(record.encoder, self.options.home, self.load)
-                encoder = encoder or self.frozen_encoder()
+                if encoder is None and record.lexical == self.lexical:
+                    encoder = self.frozen_router_encoder()
+                encoder = with_lexical(encoder or self.frozen_encoder(), record.lexical)
                 while True:
                     examples = self.examples
                     router = self._new_router(encoder, RouterIndex.build(encoder, examples))
@@ -188,19 +196,33 @@ class LiveRouter:
 
     def _fall_back(self, why: str) -> None:
         logger.warning("%s; serving the frozen encoder with default thresholds", why)
-        encoder = self.frozen_encoder()
+        encoder = self.frozen_router_encoder()
         with self._swap:
             if self._router is None or self._router.encoder is not encoder:
                 self._router = self._new_router(encoder, RouterIndex.build(encoder, self.examples))
             self.record, self.degraded = None, True
 
     def frozen_encoder(self) -> Encoder:
+        """The base sentence encoder, never fine-tuned nor wrapped (store search and
+        `/v1/embeddings` use it too)."""
         if self._frozen is None:
             self._frozen = self._make_frozen()
         return self._frozen
 
+    @property
+    def lexical(self) -> LexicalSpec | None:
+        """The lexical features a head fitted here uses (the linear method only)."""
+        return self.options.lexical if self.options.method == "linear" else None
+
+    def frozen_router_encoder(self) -> Encoder:
+        """The frozen encoder as the router reads queries with it (lexical features added for
+        the linear method); one object, so its embedding cache is kept across swaps."""
+        if self._frozen_routing is None:
+            self._frozen_routing = with_lexical(self.frozen_encoder(), self.lexical)
+        return self._frozen_routing
+
     def _new_router(self, encoder: Encoder | None, index: RouterIndex | None = None) -> Router:
-        encoder = encoder or self.frozen_encoder()
+        encoder = encoder or self.frozen_router_encoder()
         return Router(
             encoder,
             index if index is not None else RouterIndex.build(encoder, {}),
@@ -246,6 +268,7 @@ class LiveRouter:
             record.examples_digest != examples_digest(self.examples)
             or record.method != self.options.method
             or (self.options.refit_encoder and record.encoder is None)
+            or (record.method == "linear" and record.lexical != self.lexical)
             or taught
         )
 
@@ -277,6 +300,7 @@ class LiveRouter:
                 encoder=encoder,
                 encoder_files=files,
                 index=None if finetune else index,
+                lexical=self.lexical,
                 method=self.options.method,
                 fallback=self.options.fallback,
                 threshold=self.options.threshold,

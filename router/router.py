@@ -390,7 +390,7 @@ class Router:
         else:
             scores = self.scorer().scores(vectors)
         target = target or OperatingPoint()
-        curve = trade_off(scores, ids)
+        curve = trade_off(scores, ids, target_recall=target.oos_recall)
         chosen, per = curve[choose([point for point, _ in curve], target)]
         self.threshold = chosen.threshold
         self.thresholds = {

@@ -15,6 +15,7 @@ import typer
 
 from mesh.cli.app import JsonFlag, TokenOption, command_group
 from registry.errors import InvalidRequestError
+from registry.router_artifacts import LEXICAL_WEIGHT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,12 +50,23 @@ EncoderOption = Annotated[
     ),
 ]
 
+LexicalOption = Annotated[
+    float,
+    typer.Option(
+        "--lexical-weight",
+        min=0,
+        max=4,
+        help="linear only: weight of hashed word features beside the embedding (0: off; "
+        "store mode uses $MESH_ROUTER_LEXICAL_WEIGHT).",
+    ),
+]
 OosRecallOption = Annotated[
     float | None,
     typer.Option(
         "--oos-recall",
         help="Operating point: fit thresholds that reject at least this share of the labelled "
-        "out-of-scope queries, with the best in-scope accuracy (default: balanced).",
+        "out-of-scope queries, with the best in-scope accuracy: one global cut at that "
+        "recall, beside the curve (default: balanced).",
     ),
 ]
 PrecisionOption = Annotated[
@@ -102,6 +114,13 @@ def load_encoder(path: Path | None) -> Encoder:
     return load_artifact(path) if is_artifact(path) else SentenceTransformerEncoder(path)
 
 
+def routing_encoder(encoder: Encoder, method: str, lexical_weight: float) -> Encoder:
+    """`encoder` as the router reads with it: lexical features added for the linear head."""
+    from router.lexical import lexical_spec, with_lexical
+
+    return with_lexical(encoder, lexical_spec(lexical_weight) if method == "linear" else None)
+
+
 @router_app.command("eval")
 def eval_command(
     examples: ExamplesOption,
@@ -135,6 +154,7 @@ def eval_command(
     ] = False,
     oos_recall: OosRecallOption = None,
     precision: PrecisionOption = None,
+    lexical_weight: LexicalOption = LEXICAL_WEIGHT,
     as_json: JsonFlag = False,
 ) -> None:
     """Route labelled test queries and report accuracy, out-of-scope detection and latency."""
@@ -153,7 +173,7 @@ def eval_command(
     router = Router.from_examples(
         known,
         method=method,  # type: ignore[arg-type]
-        encoder=load_encoder(encoder),
+        encoder=routing_encoder(load_encoder(encoder), method, lexical_weight),
         threshold=threshold,
     )
     calibrated = False
@@ -251,6 +271,7 @@ def fit_command(
             help="Operating point: balanced again (clears a target stored by an earlier fit).",
         ),
     ] = False,
+    lexical_weight: LexicalOption = LEXICAL_WEIGHT,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the router: fine-tune its encoder (contrastive, SetFit-style) and its thresholds.
@@ -281,7 +302,17 @@ def fit_command(
         _fit_store(val, method, settings if finetune else None, target, progress, as_json)
         return
     assert out is not None
-    _fit_offline(examples, out, val, _method(method or "knn"), settings, target, progress, as_json)
+    _fit_offline(
+        examples,
+        out,
+        val,
+        _method(method or "knn"),
+        settings,
+        target,
+        progress,
+        as_json,
+        lexical_weight,
+    )
 
 
 def _method(method: str) -> Method:
@@ -303,6 +334,7 @@ def _fit_offline(
     target: OperatingPoint | None,
     progress: Callable[[int, float], None],
     as_json: bool,
+    lexical_weight: float = LEXICAL_WEIGHT,
 ) -> None:
     from router import Router
     from router.evaluate import read_examples, read_labelled
@@ -312,7 +344,8 @@ def _fit_offline(
     labelled = read_labelled(val, set(known)) if val is not None else None
     artifact = finetune_encoder(known, out, settings=settings, progress=progress)
     if labelled is not None:
-        router = Router.from_examples(known, method=method, encoder=load_encoder(out))
+        encoder = routing_encoder(load_encoder(out), method, lexical_weight)
+        router = Router.from_examples(known, method=method, encoder=encoder)
         artifact = save_calibration(out, router.fit(*labelled, target))
     if as_json:
         typer.echo(json.dumps({"path": str(out), **artifact.model_dump(mode="json")}))
@@ -339,6 +372,7 @@ def _fit_store(
     from router.artifact import artifact_dir, fit_artifact
     from router.artifact import load_encoder as load_verified
     from router.evaluate import read_labelled
+    from router.lexical import lexical_spec
 
     settings = load_settings()
     chosen = _method(method or settings.router_method)
@@ -377,6 +411,7 @@ def _fit_store(
             lessons=registry.lessons.accepted(),
             target=target or (base.operating_point if base else None),
             finetune=finetune,
+            lexical=lexical_spec(settings.router_lexical_weight),
             parent=base.version if base else None,
             load=load_encoder,
             progress=progress,

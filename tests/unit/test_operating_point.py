@@ -167,8 +167,8 @@ def test_fit_reports_the_curve_and_the_point_in_use() -> None:
     router = linear_router()
     report = router.fit(VAL_TEXTS, VAL_LABELS, OperatingPoint(oos_recall=1.0))
     assert report.operating_point.oos_recall == 1.0
-    assert len(report.trade_off) == len(OOS_WEIGHTS)
-    assert report.chosen in report.trade_off
+    assert len(report.trade_off) == len(OOS_WEIGHTS) + 1  # the curve and the one cut at 1.0
+    assert report.chosen == report.trade_off[-1] and report.chosen.target_recall == 1.0
     assert report.global_threshold == report.chosen.threshold  # type: ignore[union-attr]
     assert "<- in use" in trade_off_table(report.trade_off, report.chosen)
 

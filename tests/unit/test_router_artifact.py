@@ -225,6 +225,7 @@ def fitted_live(tmp_path: Path, method: str = "knn") -> LiveRouter:
         INSTALLED,
         home=tmp_path,
         encoder=encoder,
+        lexical=serving.lexical,
         method=method,  # type: ignore[arg-type]
         fallback="general",
         labelled=LABELLED,
