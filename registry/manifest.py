@@ -219,6 +219,21 @@ class GenerationDefaults(_Strict):
         return value
 
 
+class HandBack(_Strict):
+    """An LLM specialist that declines queries outside its scope, so the router's next
+    candidate answers. Before answering a routed query it asks its own model whether the query
+    is one it should answer (one prompt, one token, read from the log-probabilities of "yes"
+    and "no"; `specialists.scope_check`). Tools decline in their code instead."""
+
+    min_in_scope: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Decline when the model's probability that the query is in its scope is "
+        "below this.",
+    )
+
+
 class Resources(_Strict):
     num_cpus: float = Field(0.25, gt=0, le=256)
     num_gpus: float = Field(0.0, ge=0, le=16)
@@ -294,6 +309,11 @@ class SpecialistManifest(_Strict):
     can_message: list[str] = Field(default_factory=list, max_length=32)
     resources: Resources = Field(default_factory=Resources)
     scaling: Scaling = Field(default_factory=Scaling)
+    hand_back: HandBack | None = Field(
+        None,
+        description="Decline routed queries the model rates out of its scope (LLM "
+        "specialists whose engine reports log-probabilities); None: always answer.",
+    )
     card: str | None = Field(None, max_length=20_000, description="Markdown model card.")
 
     @field_validator("name")
@@ -337,6 +357,12 @@ class SpecialistManifest(_Strict):
         if not all(DNS_LABEL.match(name) for name in value):
             raise ValueError("entries are DNS-safe specialist names")
         return value
+
+    @model_validator(mode="after")
+    def _hand_back_is_for_models(self) -> SpecialistManifest:
+        if self.hand_back is not None and self.model.engine == "tool":
+            raise ValueError("hand_back is for LLM specialists: a tool declines in its code")
+        return self
 
     @model_validator(mode="after")
     def _bounded_size(self) -> SpecialistManifest:

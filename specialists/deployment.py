@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from registry.errors import InvalidRequestError
+from registry.errors import HandedBackError, InvalidRequestError
 from registry.manifest import SpecialistManifest
 from specialists import tracing
 from specialists.adapter_pool import FORWARDER_CPUS, PoolClientEngine, shares_base
@@ -46,6 +46,7 @@ from specialists.engine import (
 )
 from specialists.engine_registry import engine_class
 from specialists.messages import ContextState, Message
+from specialists.scope_check import in_scope_probability, scope_messages, scope_params
 from specialists.serve_options import deployment_options, keep_replica_on_loopback
 from specialists.sources import SourceOptions
 
@@ -195,6 +196,8 @@ class SpecialistDeployment:
         delta."""
         params = request.params
         self._check_capabilities(params)
+        if request.may_hand_back and self.manifest.hand_back is not None and not self.exact:
+            await self._check_scope(request.messages, ctx)
         if self.exact:
             async for delta in self._run_tool(request, ctx):
                 yield delta
@@ -245,6 +248,25 @@ class SpecialistDeployment:
             raise InvalidRequestError(
                 f"{self.manifest.name}'s engine does not report log-probabilities",
                 param="logprobs",
+            )
+
+    async def _check_scope(self, messages: list[ChatMessage], ctx: MeshContext) -> None:
+        """Raise `HandedBackError` when the model rates the query out of its scope
+        (`specialists.scope_check`); its one token counts against the request's budget."""
+        assert self.manifest.hand_back is not None
+        query = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        request = EngineRequest(
+            messages=scope_messages(self.manifest, query), params=scope_params(ctx.remaining_s())
+        )
+        result = collect([delta async for delta in self.engine.stream(request)])
+        ctx.spend(result.completion_tokens)
+        first = result.logprobs[0] if result.logprobs else None
+        probability = in_scope_probability((first.top_logprobs or [first]) if first else [])
+        floor = self.manifest.hand_back.min_in_scope
+        if probability is not None and probability < floor:
+            raise HandedBackError(
+                f"{self.manifest.name} declined: its model rates the query in its scope at "
+                f"{probability:.2f} (below {floor:g})"
             )
 
     def _context(self, state: ContextState | None) -> MeshContext:

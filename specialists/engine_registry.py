@@ -86,3 +86,9 @@ def check_features(manifest: SpecialistManifest) -> None:
             f"{', '.join(missing)} (it has no constrained decoding)",
             param="features",
         )
+    if manifest.hand_back is not None and not capabilities.logprobs:
+        raise ManifestError(
+            f"hand_back: the {manifest.model.engine!r} engine reports no log-probabilities, "
+            "which the scope check reads",
+            param="hand_back",
+        )

@@ -135,3 +135,129 @@ def test_a_request_needing_a_feature_goes_to_the_best_candidate_declaring_it() -
     fallback = below.restricted_to(able, "structured_output", LIVE, "general")
     assert fallback is not None and fallback.chosen == "general" and fallback.mode == "fallback"
     assert below.restricted_to({"code"}, "tools", LIVE, "general") is None, "nobody able fits"
+
+
+# -- an LLM specialist declining (manifest `hand_back`, specialists.scope_check) -------------
+def _top(**mass: float) -> list:
+    import math
+
+    from specialists.engine import TopLogprob
+
+    return [TopLogprob(token=token, logprob=math.log(p)) for token, p in mass.items()]
+
+
+def test_in_scope_probability_reads_yes_against_no_in_any_case_and_spacing() -> None:
+    from specialists.scope_check import in_scope_probability
+
+    top = _top(**{"Yes": 0.3, " yes": 0.1, "No": 0.1, " no": 0.1, "Maybe": 0.4})
+    assert in_scope_probability(top) == pytest.approx(0.4 / 0.6)
+    assert in_scope_probability(_top(Sure=0.9, Okay=0.1)) is None  # no answer: never decline
+    assert in_scope_probability([]) is None
+
+
+def judge_engine(yes: float, answer: str = "an answer"):  # type: ignore[no-untyped-def]
+    """An engine reporting log-probabilities: the scope question gets "yes" with probability
+    `yes` as its first token; anything else gets `answer`."""
+    import threading
+    from collections.abc import AsyncIterator
+    from typing import ClassVar
+
+    from specialists.engine import Engine, EngineCapabilities, TokenLogprob
+
+    class Judge(Engine):
+        name = "judge"
+        capabilities = EngineCapabilities(logprobs=True)
+        asked: ClassVar[list[list[ChatMessage]]] = []
+
+        def load(self) -> None:
+            pass
+
+        async def stream(
+            self, request: EngineRequest, cancel: threading.Event | None = None
+        ) -> AsyncIterator[TextDelta]:
+            Judge.asked.append(request.messages)
+            if "Reply yes or no" in request.messages[-1].content:
+                assert request.params.max_tokens == 1 and request.params.logprobs
+                top = _top(yes=yes, no=1 - yes) if 0 < yes < 1 else _top(yes=0.5, no=0.5)
+                first = TokenLogprob(token=top[0].token, logprob=top[0].logprob, top_logprobs=top)
+                yield TextDelta(text="yes", logprobs=[first])
+                yield TextDelta(text="", finish_reason="length", completion_tokens=1)
+                return
+            yield TextDelta(text=answer)
+            yield TextDelta(text="", finish_reason="stop", prompt_tokens=3, completion_tokens=2)
+
+    return Judge
+
+
+def llm_decliner(yes: float, min_in_scope: float = 0.5):  # type: ignore[no-untyped-def]
+    from specialists.deployment import SpecialistDeployment
+
+    engine = judge_engine(yes)
+    data = manifest_data(name="poet", hand_back={"min_in_scope": min_in_scope})
+    return SpecialistDeployment(data, engine=engine), engine
+
+
+def ask(deployment, may_hand_back: bool, *, streamed: bool = False):  # type: ignore[no-untyped-def]
+    from specialists.deployment import SpecialistRequest
+    from specialists.engine import collect
+
+    request = SpecialistRequest(
+        messages=[ChatMessage(role="user", content="What is 17*23?")], may_hand_back=may_hand_back
+    )
+
+    async def run():  # type: ignore[no-untyped-def]
+        if streamed:
+            return collect([d async for d in deployment.chat_stream(request)])
+        return await deployment.chat(request)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_llm_specialist_its_model_rates_out_of_scope_hands_the_query_back(
+    streamed: bool,
+) -> None:
+    deployment, engine = llm_decliner(yes=0.2)
+    with pytest.raises(HandedBackError, match=r"poet declined: .* at 0\.20 \(below 0\.5\)"):
+        ask(deployment, may_hand_back=True, streamed=streamed)
+    question = engine.asked[-1]
+    assert "'poet' specialist" in question[0].content
+    assert "A demo specialist." in question[0].content
+    assert "<<<\nWhat is 17*23?\n>>>" in question[-1].content  # the query quoted as data
+
+
+def test_an_llm_specialist_answers_what_its_model_rates_in_scope() -> None:
+    deployment, engine = llm_decliner(yes=0.8)
+    assert ask(deployment, may_hand_back=True).text == "an answer"
+    assert len(engine.asked) == 2  # the scope question, then the answer
+
+
+def test_without_anyone_else_to_answer_there_is_no_scope_check() -> None:
+    deployment, engine = llm_decliner(yes=0.01)
+    assert ask(deployment, may_hand_back=False).text == "an answer"
+    assert len(engine.asked) == 1  # pinned, asked by a specialist or alone: it just answers
+
+
+def test_a_model_that_answers_neither_yes_nor_no_is_not_declined() -> None:
+    deployment, _ = llm_decliner(yes=1.0, min_in_scope=0.9)  # the fake says 0.5 then
+    with pytest.raises(HandedBackError):
+        ask(deployment, may_hand_back=True)
+    from specialists.scope_check import in_scope_probability
+
+    assert in_scope_probability(_top(**{"The": 0.9})) is None
+
+
+def test_hand_back_is_refused_for_tools_and_for_engines_without_logprobs() -> None:
+    from registry.errors import ManifestError
+    from specialists.engine_registry import check_features
+
+    with pytest.raises(ManifestError, match="hand_back is for LLM specialists"):
+        parse_manifest(manifest_data(model={"engine": "tool", "source": "math"}, hand_back={}))
+    with pytest.raises(ManifestError, match="min_in_scope"):
+        parse_manifest(manifest_data(hand_back={"min_in_scope": 0}))
+    vllm = parse_manifest(
+        manifest_data(model={"engine": "vllm", "source": "org/model"}, hand_back={})
+    )
+    with pytest.raises(ManifestError, match="reports no log-probabilities"):
+        check_features(vllm)
+    check_features(parse_manifest(manifest_data(hand_back={})))  # transformers: it can
