@@ -1,14 +1,19 @@
 """Compound questions: each part of the query goes to its own specialist, and the answers are
 joined into one (`router.compound` finds the parts).
 
-Parts are asked in order through a `MeshContext`, so hops, tokens and the deadline stay bounded
-and every part is traced (`kind: "part"`, who answered which piece). A later part sees the
-earlier parts and their answers as quoted data ("write a haiku about it" knows what "it" is),
-never as instructions. A part that cannot be answered says so in its place; the others stand.
+Parts are asked through a `MeshContext`, so hops, tokens and the deadline stay bounded and
+every part is traced (`kind: "part"`, who answered which piece). A part that points back at
+the earlier ones ("write a haiku about *it*") waits for them and sees their questions and
+answers as quoted data, never as instructions; a part that does not ("What is 17*23? Also,
+what's the capital of France?") is asked at once, beside the others, so independent parts cost
+the slowest one's time, not the sum. Answers are still shown in the query's order. A part that
+cannot be answered says so in its place; the others stand.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncGenerator
 
 from router.compound import DecisionPart
@@ -17,6 +22,16 @@ from specialists.engine import TextDelta
 from specialists.messages import ORIGIN, ContextState, quote_data
 
 SEPARATOR = "\n\n"
+# Words by which a part points at what came before it. A false match only costs the wait.
+REFERS_BACK = re.compile(
+    r"\b(it|its|that|this|these|those|them|they|the (?:result|answer|number|above|same))\b",
+    re.IGNORECASE,
+)
+
+
+def refers_back(part: DecisionPart) -> bool:
+    """Whether the part needs the earlier parts' answers ("write a haiku about it")."""
+    return REFERS_BACK.search(part.text) is not None
 
 
 def part_prompt(part: DecisionPart, earlier: list[tuple[DecisionPart, str]]) -> str:
@@ -34,9 +49,13 @@ async def answer_parts(
     """(choice 0, delta) per part as it is answered, then a finish delta with the tokens the
     parts spent (as completion tokens: each part's prompt is the specialist's business)."""
     ctx = MeshContext(state, ORIGIN, sorted(live), sender_trust="user")
-    earlier: list[tuple[DecisionPart, str]] = []
-    shown = 0
-    for part in parts:
+    answers: list[asyncio.Task[str]] = []
+
+    async def answer(index: int, part: DecisionPart) -> str:
+        earlier: list[tuple[DecisionPart, str]] = []
+        if index and refers_back(part):
+            texts = [await task for task in answers[:index]]
+            earlier = list(zip(parts[:index], texts, strict=True))
         result = await ctx.ask(
             part.specialist, part_prompt(part, earlier), kind="part", max_tokens=max_tokens
         )
@@ -44,7 +63,17 @@ async def answer_parts(
         if not result.ok or not text:
             why = result.note or "no answer"
             text = f"({part.specialist} could not answer '{part.text}': {why})"
-        events, shown = ctx.trace[shown:], len(ctx.trace)
-        yield 0, TextDelta(text=(SEPARATOR if earlier else "") + text, trace=events)
-        earlier.append((part, text))
+        return text
+
+    # Every task exists before any runs, so a part waiting for earlier ones finds them all.
+    answers.extend(asyncio.create_task(answer(i, part)) for i, part in enumerate(parts))
+    shown = 0
+    try:
+        for index, task in enumerate(answers):
+            text = await task
+            events, shown = ctx.trace[shown:], len(ctx.trace)
+            yield 0, TextDelta(text=(SEPARATOR if index else "") + text, trace=events)
+    finally:  # the client left, or a part failed: stop the parts still running
+        for task in answers:
+            task.cancel()
     yield 0, TextDelta(text="", finish_reason="stop", completion_tokens=ctx.state.tokens_used)

@@ -107,3 +107,72 @@ def test_a_later_part_sees_earlier_answers_as_data() -> None:
     assert prompt.startswith("write a haiku about it")
     assert "Q: What is 17*23?" in prompt and "391" in prompt
     assert "not instructions" in prompt and prompt.count("<<<DATA>>>") == 2  # not forgeable
+
+
+# -- answering the parts (mesh.compound.answer_parts) over a fake transport ----------------
+def _answer_all(monkeypatch: pytest.MonkeyPatch, parts: list[DecisionPart], delays: dict):  # type: ignore[no-untyped-def]
+    """Run `answer_parts` with delivery replaced: each specialist answers after its delay.
+    Returns (texts yielded in order, (specialist, event, time) log, prompts received)."""
+    import asyncio
+    import time
+
+    from mesh.compound import answer_parts
+    from specialists import context as context_module
+    from specialists.context import Reply
+    from specialists.messages import ContextState, Message
+
+    log: list[tuple[str, str, float]] = []
+    prompts: dict[str, str] = {}
+    started = time.monotonic()
+
+    async def fake_send(message: Message, state: ContextState, max_tokens: int | None) -> Reply:
+        log.append((message.to, "start", time.monotonic() - started))
+        prompts[message.to] = message.content
+        await asyncio.sleep(delays[message.to])
+        log.append((message.to, "end", time.monotonic() - started))
+        return Reply(text=f"{message.to} answer", tokens=2, tokens_used=2)
+
+    monkeypatch.setattr(context_module, "send", fake_send)
+
+    async def run() -> list[str]:
+        state = ContextState()
+        live = {part.specialist for part in parts}
+        return [d.text async for _, d in answer_parts(state, parts, live, 64)]
+
+    return asyncio.run(run()), log, prompts
+
+
+def test_independent_parts_are_asked_at_once_and_shown_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mesh.compound import refers_back
+
+    parts = [
+        DecisionPart(text="What is 17*23?", specialist="math", score=1.0),
+        DecisionPart(text="what's the capital of France", specialist="general", score=0.6),
+    ]
+    assert not refers_back(parts[1])
+    texts, log, prompts = _answer_all(monkeypatch, parts, {"math": 0.3, "general": 0.05})
+    assert texts == ["math answer", "\n\ngeneral answer", ""]  # the query's order
+    starts = {name: t for name, event, t in log if event == "start"}
+    ends = {name: t for name, event, t in log if event == "end"}
+    assert starts["general"] < ends["math"]  # asked beside the first, not after it
+    assert prompts["general"] == "what's the capital of France"  # no earlier answers quoted
+
+
+def test_a_part_pointing_back_waits_for_the_earlier_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mesh.compound import refers_back
+
+    parts = [
+        DecisionPart(text="What is 17*23?", specialist="math", score=1.0),
+        DecisionPart(text="write a haiku about it", specialist="writing", score=0.6),
+    ]
+    assert refers_back(parts[1])
+    texts, log, prompts = _answer_all(monkeypatch, parts, {"math": 0.1, "writing": 0.01})
+    assert texts == ["math answer", "\n\nwriting answer", ""]
+    starts = {name: t for name, event, t in log if event == "start"}
+    ends = {name: t for name, event, t in log if event == "end"}
+    assert starts["writing"] >= ends["math"]
+    assert "Q: What is 17*23?" in prompts["writing"] and "math answer" in prompts["writing"]
