@@ -10,6 +10,8 @@ and scored on `test` with the real router code (`Router.fit` + `router.evaluate.
   learns the calibration set's out-of-scope queries as a "none of them" class, balanced;
 - `linear`: the same head reading hashed word features beside the embedding
   (`router.lexical`, the default for the linear method), balanced thresholds;
+- `...+tags`: each specialist also indexes its HWU64 intent names as tags, one text per tag
+  (what `router.index.index_texts` does with a manifest's `tags`);
 - `...@oos<R>`: at the operating point "reject at least R of the labelled out-of-scope
   queries": one global cut at that recall (`router.calibrate.recall_cut`);
 
@@ -65,6 +67,7 @@ class Config(NamedTuple):
     method: str
     target: float | None  # out-of-scope recall, None: balanced
     lexical: bool = True  # linear only
+    tags: bool = False  # each specialist also indexes its HWU64 intent names as tags
 
 
 def configurations() -> dict[str, Config]:
@@ -76,7 +79,29 @@ def configurations() -> dict[str, Config]:
     for t in TARGETS:
         configs[f"linear-embedding@oos{t:g}"] = Config("linear", t, lexical=False)
         configs[f"linear@oos{t:g}"] = Config("linear", t)
+    configs["baseline+tags"] = Config("knn", None, tags=True)
+    configs[f"linear@oos{TARGETS[0]:g}+tags"] = Config("linear", TARGETS[0], tags=True)
     return configs
+
+
+def scenario_tags(data: Path) -> dict[str, list[str]]:
+    """What a publisher would tag each scenario with: its HWU64 intent names
+    ("iot_hue_lightdim" -> "hue_lightdim"), read from the data folder's train split."""
+    import json
+
+    tags: dict[str, set[str]] = {}
+    with open(data / "train.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            tags.setdefault(row["scenario"], set()).add(row["intent"].split("_", 1)[-1])
+    return {scenario: sorted(names) for scenario, names in tags.items()}
+
+
+def with_tags(examples: dict[str, list[str]], tags: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Examples plus one text per tag, as `router.index.index_texts` indexes a manifest."""
+    from router.index import tag_text
+
+    return {name: [*texts, *map(tag_text, tags.get(name, []))] for name, texts in examples.items()}
 
 
 def fitted_router(examples: Any, val: Any, config: Config, encoder: Any) -> Any:
@@ -109,7 +134,7 @@ class Memo:
         return np.stack([self.rows[t] for t in texts])
 
 
-def one_seed(folder: Path, encoder: Any) -> dict[str, dict[str, float]]:
+def one_seed(folder: Path, encoder: Any, tags: dict[str, list[str]]) -> dict[str, dict[str, float]]:
     from router.evaluate import evaluate, read_examples, read_labelled
 
     examples = read_examples(folder / "examples.jsonl")
@@ -118,7 +143,8 @@ def one_seed(folder: Path, encoder: Any) -> dict[str, dict[str, float]]:
     results = {}
     memo = Memo(encoder)
     for name, config in configurations().items():
-        router = fitted_router(examples, val, config, memo)
+        indexed = with_tags(examples, tags) if config.tags else examples
+        router = fitted_router(indexed, val, config, memo)
         report = evaluate(router, texts, labels, fitted=True, latency_samples=0)
         results[name] = {
             "accuracy": report.accuracy,
@@ -177,7 +203,8 @@ def run(data: Path, seeds: list[int]) -> dict[str, Any]:
     encoder = SentenceTransformerEncoder()
     with tempfile.TemporaryDirectory() as tmp:
         folders = [routing_set(data, seed, Path(tmp)) for seed in seeds]
-        per_seed = [one_seed(folder, encoder) for folder in folders]
+        tags = scenario_tags(data)
+        per_seed = [one_seed(folder, encoder, tags) for folder in folders]
         latency = latency_ratio(folders[0], encoder)
     return {
         "data": "HWU64 make_routing_set.py --k 20",
@@ -185,7 +212,12 @@ def run(data: Path, seeds: list[int]) -> dict[str, Any]:
         "encoder": "all-MiniLM-L6-v2 (frozen)",
         "goals": {**{k: f">= {v}" for k, v in GOALS.items()}, "latency_ratio": "<= 1.2"},
         "configurations": {
-            k: {"method": c.method, "oos_recall_target": c.target, "lexical": c.lexical}
+            k: {
+                "method": c.method,
+                "oos_recall_target": c.target,
+                "lexical": c.lexical,
+                "tags": c.tags,
+            }
             for k, c in configurations().items()
         },
         "results": summary(per_seed),

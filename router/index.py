@@ -8,6 +8,7 @@ Padding costs memory only when example counts are very uneven.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,9 +19,18 @@ if TYPE_CHECKING:
     from registry.manifest import SpecialistManifest
 
 
+def tag_text(tag: str) -> str:
+    """A tag as the router reads it: 'hue_lightdim' -> 'hue lightdim'."""
+    return re.sub(r"[-_]+", " ", tag).strip() or tag
+
+
 def index_texts(manifest: SpecialistManifest) -> list[str]:
-    """What the router indexes for a specialist: its examples, then its description."""
-    return [*manifest.examples, manifest.description]
+    """What the router indexes for a specialist: its examples, its description, then each tag
+    as a text of its own. On HWU64 with intent names as tags, one text per tag gained 0.9
+    points of in-scope accuracy (linear at the 0.8 recall target) and 2.3 (knn); all tags
+    joined into one line gained nothing (docs/routing.md). The card is not indexed: it is
+    free-form provenance and usage notes, not queries."""
+    return [*manifest.examples, manifest.description, *(tag_text(tag) for tag in manifest.tags)]
 
 
 class RouterIndex:

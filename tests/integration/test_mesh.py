@@ -171,6 +171,27 @@ def test_a_compound_question_is_answered_part_by_part(client: openai.OpenAI) -> 
     assert whole["mode"] == "single" and "answered whole: n > 1" in whole["reason"]
 
 
+INDEPENDENT = "What is 17*23? Also, write a haiku about the sea."
+
+
+def test_independent_parts_are_answered_without_each_other(client: openai.OpenAI) -> None:
+    """A part that does not point back is asked beside the first, so it sees no earlier
+    answer; the answers still come in the query's order."""
+    completion = client.chat.completions.create(
+        model="mesh", messages=[{"role": "user", "content": INDEPENDENT}], **SHORT
+    )
+    info = _mesh_info(completion)
+    decision = info["decision"]
+    assert decision["mode"] == "compound", decision["reason"]
+    assert [p["specialist"] for p in decision["parts"]] == ["math", "writing"]
+    parts = [e for e in info["trace"] if e["kind"] == "part"]
+    assert sorted(e["to"] for e in parts) == ["math", "writing"]
+    haiku = next(e for e in parts if e["to"] == "writing")
+    assert "391" not in haiku["content"] and "earlier parts" not in haiku["content"]
+    first, _, second = (completion.choices[0].message.content or "").partition("\n\n")
+    assert "391" in first and second.strip()
+
+
 def test_router_status_shows_what_serves(mesh: RunningMesh) -> None:
     """`GET /v1/router` (what the UI's Mesh tab shows): no artifact yet, so frozen defaults."""
     status = httpx.get(f"{mesh.base_url}/v1/router", timeout=30).json()

@@ -284,3 +284,16 @@ def test_thresholds_are_replaced_not_mutated() -> None:
         router.thresholds["code"] = 0.99  # type: ignore[index]
     router.thresholds = {"code": 0.99}
     assert router.route("python code").mode == "fallback"
+
+
+def test_the_index_reads_examples_description_and_each_tag() -> None:
+    from registry import parse_manifest
+    from router.index import index_texts, tag_text
+    from tests.conftest import manifest_data
+
+    manifest = parse_manifest(manifest_data(tags=["hue_lightdim", "sql", "c++", "data-science"]))
+    texts = index_texts(manifest)
+    assert texts[: len(manifest.examples)] == manifest.examples
+    assert texts[len(manifest.examples)] == manifest.description
+    assert texts[len(manifest.examples) + 1 :] == ["hue lightdim", "sql", "c++", "data science"]
+    assert tag_text("--") == "--"  # never an empty text
