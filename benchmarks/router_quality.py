@@ -11,7 +11,8 @@ and scored on `test` with the real router code (`Router.fit` + `router.evaluate.
 - `linear`: the same head reading hashed word features beside the embedding
   (`router.lexical`, the default for the linear method), balanced thresholds;
 - `...+tags`: each specialist also indexes its HWU64 intent names as tags, one text per tag
-  (what `router.index.index_texts` does with a manifest's `tags`);
+  (what `router.index.index_texts` does with a manifest's `tags` under
+  `MESH_ROUTER_INDEX_TAGS=true`);
 - `...@oos<R>`: at the operating point "reject at least R of the labelled out-of-scope
   queries": one global cut at that recall (`router.calibrate.recall_cut`);
 
@@ -98,7 +99,7 @@ def scenario_tags(data: Path) -> dict[str, list[str]]:
 
 
 def with_tags(examples: dict[str, list[str]], tags: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Examples plus one text per tag, as `router.index.index_texts` indexes a manifest."""
+    """Examples plus one text per tag, as `router.index.index_texts(tags=True)` indexes them."""
     from router.index import tag_text
 
     return {name: [*texts, *map(tag_text, tags.get(name, []))] for name, texts in examples.items()}

@@ -518,7 +518,8 @@ class Gateway:
         response_id: str,
         state: ContextState,
     ) -> JSONResponse | StreamingResponse:
-        """Each part to its own specialist, in order (`mesh.compound`); one answer."""
+        """Each part to its own specialist (`mesh.compound`: independent parts at once, the
+        others after the parts before them); one answer, in the query's order."""
         view = self.follower.view
         first = view.specialists[decision.parts[0].specialist]
         info = MeshInfo(specialist=first.name, version=first.version, decision=decision, trace=[])
@@ -531,7 +532,9 @@ class Gateway:
             release()
 
         parts = meter.watch(
-            answer_parts(state, decision.parts, set(view.specialists), params.max_tokens)
+            answer_parts(
+                state, decision.parts, set(view.specialists), params.max_tokens, body.query()
+            )
         )
         if body.stream:
             return sse_response(

@@ -47,7 +47,12 @@ class ImpactRequest(BaseModel):
 
     @classmethod
     def gather(
-        cls, registry: Registry, manifest: SpecialistManifest, *, operator: bool
+        cls,
+        registry: Registry,
+        manifest: SpecialistManifest,
+        *,
+        operator: bool,
+        tags: bool = False,
     ) -> ImpactRequest:
         """The installed set and the labelled queries of now, and the candidate `manifest`;
         the artifact's labelled set only for the operator (it is theirs)."""
@@ -60,8 +65,8 @@ class ImpactRequest(BaseModel):
         return cls(
             candidate=manifest.name,
             version=manifest.version,
-            candidate_examples=index_texts(manifest),
-            examples={name: index_texts(spec) for name, spec in installed.items()},
+            candidate_examples=index_texts(manifest, tags=tags),
+            examples={name: index_texts(spec, tags=tags) for name, spec in installed.items()},
             labelled=[*(artifact_labelled(registry) if operator else []), *own],
             operator=operator,
         )
@@ -162,5 +167,7 @@ def impact_for(
 ) -> ImpactReport:
     """The impact report of installing `manifest`, computed in this process (the CLI), as
     `operator` may see it."""
-    request = ImpactRequest.gather(registry, manifest, operator=operator)
+    request = ImpactRequest.gather(
+        registry, manifest, operator=operator, tags=settings.router_index_tags
+    )
     return request.replay(lambda: local_router(settings, registry))

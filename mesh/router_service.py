@@ -69,6 +69,7 @@ class RouterService:
             settings = MeshSettings.model_validate(settings)
         store = RouterArtifactStore.from_url(settings.redis_url) if settings.redis_url else None
         lessons = LessonStore(store.client, store.url) if store is not None else None
+        self.index_tags = settings.router_index_tags
         self.live = LiveRouter(
             live_options(settings), store=store, lessons=lessons, load=load, frozen=frozen
         )
@@ -127,7 +128,9 @@ class RouterService:
         return await asyncio.to_thread(request.replay, lambda: self.live.router)
 
     async def _rebuild(self, view: LiveView) -> None:
-        examples = {name: index_texts(m) for name, m in view.specialists.items()}
+        examples = {
+            name: index_texts(m, tags=self.index_tags) for name, m in view.specialists.items()
+        }
         installed = {name: m.version for name, m in view.specialists.items()}
         await asyncio.to_thread(self.live.update, installed, examples)
         logger.info("router index now covers %s", self.live.router.index.names)

@@ -47,6 +47,11 @@ class MeshSettings(BaseSettings):
         2.0, ge=0, description="Wait for a burst of installs to settle before refitting."
     )
     router_finetune_steps: int = Field(150, ge=1, description="Encoder fine-tuning steps.")
+    router_index_tags: bool = Field(
+        False,
+        description="Index each specialist's tags as texts of their own beside its examples "
+        "and description (helps when tags name the domain; off: store tags are often metadata).",
+    )
     router_lexical_weight: float = Field(
         0.7,
         ge=0,

@@ -92,7 +92,12 @@ class StoreService:
         callers other than the operator only the public labelled queries (the installed
         specialists' examples) and no query texts: the artifact's labelled set is theirs."""
         request = await self.call(
-            lambda: ImpactRequest.gather(self.store(), manifest, operator=principal.operator)
+            lambda: ImpactRequest.gather(
+                self.store(),
+                manifest,
+                operator=principal.operator,
+                tags=self.settings.router_index_tags,
+            )
         )
         report: ImpactReport = await self.router_handle.impact.remote(request)
         return GateCheck(impact=report, installs=installs, max_share=self.settings.gate_max_share)

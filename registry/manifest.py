@@ -219,7 +219,7 @@ class GenerationDefaults(_Strict):
         return value
 
 
-class HandBack(_Strict):
+class HandBackPolicy(_Strict):
     """An LLM specialist that declines queries outside its scope, so the router's next
     candidate answers. Before answering a routed query it asks its own model whether the query
     is one it should answer (one prompt, one token, read from the log-probabilities of "yes"
@@ -309,7 +309,7 @@ class SpecialistManifest(_Strict):
     can_message: list[str] = Field(default_factory=list, max_length=32)
     resources: Resources = Field(default_factory=Resources)
     scaling: Scaling = Field(default_factory=Scaling)
-    hand_back: HandBack | None = Field(
+    hand_back: HandBackPolicy | None = Field(
         None,
         description="Decline routed queries the model rates out of its scope (LLM "
         "specialists whose engine reports log-probabilities); None: always answer.",

@@ -19,6 +19,8 @@ kept 1.5-2 more points of in-scope accuracy at the same recall (docs/routing.md)
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from registry.router_artifacts import OperatingPoint, TradeOffPoint
@@ -102,9 +104,11 @@ def recall_cut(scores: np.ndarray, labels: list[int | None], recall: float) -> f
     rejected = min(int(np.ceil(recall * len(tops) - 1e-9)), len(tops))
     if rejected == 0:
         return float(tops[0] - 1e-4)
-    if rejected == len(tops):
-        return float(tops[-1] + 1e-4)
-    return float((tops[rejected - 1] + tops[rejected]) / 2)
+    last = tops[rejected - 1]
+    above = tops[tops > last]  # ties with the last one rejected are rejected with it
+    cut = float((last + above[0]) / 2) if len(above) else float(last) + 1e-4
+    # Rounded up to the 4 decimals thresholds are stored with: rounding may only reject more.
+    return math.ceil(cut * 1e4) / 1e4
 
 
 def _point(

@@ -24,13 +24,15 @@ def tag_text(tag: str) -> str:
     return re.sub(r"[-_]+", " ", tag).strip() or tag
 
 
-def index_texts(manifest: SpecialistManifest) -> list[str]:
-    """What the router indexes for a specialist: its examples, its description, then each tag
-    as a text of its own. On HWU64 with intent names as tags, one text per tag gained 0.9
-    points of in-scope accuracy (linear at the 0.8 recall target) and 2.3 (knn); all tags
-    joined into one line gained nothing (docs/routing.md). The card is not indexed: it is
-    free-form provenance and usage notes, not queries."""
-    return [*manifest.examples, manifest.description, *(tag_text(tag) for tag in manifest.tags)]
+def index_texts(manifest: SpecialistManifest, *, tags: bool = False) -> list[str]:
+    """What the router indexes for a specialist: its examples, its description and, with
+    `tags` (`MESH_ROUTER_INDEX_TAGS`), each tag as a text of its own. Off by default: tags that
+    name the domain help (HWU64 with intent names as tags: +0.9 points for linear at the 0.8
+    recall target, +2.3 for knn), but store tags are often metadata ("prompt-only", "lora",
+    "tool") and a one-word tag text pulls short queries (docs/routing.md). The card is never
+    indexed: it is provenance and usage notes, not queries."""
+    tag_texts = [tag_text(tag) for tag in manifest.tags] if tags else []
+    return [*manifest.examples, manifest.description, *tag_texts]
 
 
 class RouterIndex:

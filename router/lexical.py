@@ -21,11 +21,14 @@ from registry.router_artifacts import LexicalSpec
 from router.encoder import Encoder
 
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+# Hashing is pure Python: a text is read up to here (the encoder reads only its first 256
+# tokens too), so a 2 MiB prompt costs what a long question does, at fit and route alike.
+MAX_CHARS = 4_000
 
 
 def grams(text: str) -> list[str]:
     """Words, word pairs and the 3-4 character pieces of each word (with its edges marked)."""
-    words = WORD.findall(text.lower())
+    words = WORD.findall(text[:MAX_CHARS].lower())
     features = [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]
     for word in words:
         marked = f"<{word}>"

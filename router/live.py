@@ -164,9 +164,13 @@ class LiveRouter:
             try:
                 record = self.store.get(version)
                 encoder = load_encoder(record.encoder, self.options.home, self.load)
-                if encoder is None and record.lexical == self.lexical:
+                # A record of another method is not applied (defaults serve until the
+                # refit): its features would only dilute this method's similarities.
+                same = record.method == self.options.method
+                lexical = record.lexical if same else self.lexical
+                if encoder is None and lexical == self.lexical:
                     encoder = self.frozen_router_encoder()
-                encoder = with_lexical(encoder or self.frozen_encoder(), record.lexical)
+                encoder = with_lexical(encoder or self.frozen_encoder(), lexical)
                 while True:
                     examples = self.examples
                     router = self._new_router(encoder, RouterIndex.build(encoder, examples))
@@ -216,7 +220,8 @@ class LiveRouter:
 
     def frozen_router_encoder(self) -> Encoder:
         """The frozen encoder as the router reads queries with it (lexical features added for
-        the linear method); one object, so its embedding cache is kept across swaps."""
+        the linear method); one object, so swaps can tell the encoder did not change (a refit
+        then keeps the router's embedding cache)."""
         if self._frozen_routing is None:
             self._frozen_routing = with_lexical(self.frozen_encoder(), self.lexical)
         return self._frozen_routing

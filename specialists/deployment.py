@@ -254,9 +254,10 @@ class SpecialistDeployment:
         """Raise `HandedBackError` when the model rates the query out of its scope
         (`specialists.scope_check`); its one token counts against the request's budget."""
         assert self.manifest.hand_back is not None
-        query = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        turns = [m.content for m in messages if m.role == "user"] or [""]
         request = EngineRequest(
-            messages=scope_messages(self.manifest, query), params=scope_params(ctx.remaining_s())
+            messages=scope_messages(self.manifest, turns[-1], turns[:-1]),
+            params=scope_params(ctx.remaining_s()),
         )
         result = collect([delta async for delta in self.engine.stream(request)])
         ctx.spend(result.completion_tokens)

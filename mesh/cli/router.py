@@ -15,7 +15,6 @@ import typer
 
 from mesh.cli.app import JsonFlag, TokenOption, command_group
 from registry.errors import InvalidRequestError
-from registry.router_artifacts import LEXICAL_WEIGHT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,13 +50,14 @@ EncoderOption = Annotated[
 ]
 
 LexicalOption = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--lexical-weight",
         min=0,
         max=4,
         help="linear only: weight of hashed word features beside the embedding (0: off; "
-        "store mode uses $MESH_ROUTER_LEXICAL_WEIGHT).",
+        "default $MESH_ROUTER_LEXICAL_WEIGHT, 0.7). Not for store mode: the running mesh "
+        "uses its setting, so a fit here must match it.",
     ),
 ]
 OosRecallOption = Annotated[
@@ -114,11 +114,16 @@ def load_encoder(path: Path | None) -> Encoder:
     return load_artifact(path) if is_artifact(path) else SentenceTransformerEncoder(path)
 
 
-def routing_encoder(encoder: Encoder, method: str, lexical_weight: float) -> Encoder:
-    """`encoder` as the router reads with it: lexical features added for the linear head."""
+def routing_encoder(encoder: Encoder, method: str, lexical_weight: float | None) -> Encoder:
+    """`encoder` as the router reads with it: lexical features added for the linear head
+    (`lexical_weight` None: the setting, as the running mesh uses)."""
+    from mesh.cli.app import load_settings
     from router.lexical import lexical_spec, with_lexical
 
-    return with_lexical(encoder, lexical_spec(lexical_weight) if method == "linear" else None)
+    if method != "linear":
+        return with_lexical(encoder, None)
+    weight = load_settings().router_lexical_weight if lexical_weight is None else lexical_weight
+    return with_lexical(encoder, lexical_spec(weight))
 
 
 @router_app.command("eval")
@@ -154,7 +159,7 @@ def eval_command(
     ] = False,
     oos_recall: OosRecallOption = None,
     precision: PrecisionOption = None,
-    lexical_weight: LexicalOption = LEXICAL_WEIGHT,
+    lexical_weight: LexicalOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Route labelled test queries and report accuracy, out-of-scope detection and latency."""
@@ -271,7 +276,7 @@ def fit_command(
             help="Operating point: balanced again (clears a target stored by an earlier fit).",
         ),
     ] = False,
-    lexical_weight: LexicalOption = LEXICAL_WEIGHT,
+    lexical_weight: LexicalOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the router: fine-tune its encoder (contrastive, SetFit-style) and its thresholds.
@@ -299,6 +304,11 @@ def fit_command(
             typer.echo(f"step {step}/{steps}  loss {loss:.4f}", err=True)
 
     if examples is None:
+        if lexical_weight is not None:
+            raise InvalidRequestError(
+                "--lexical-weight is for offline mode: in store mode the router uses "
+                "$MESH_ROUTER_LEXICAL_WEIGHT, as the running mesh does"
+            )
         _fit_store(val, method, settings if finetune else None, target, progress, as_json)
         return
     assert out is not None
@@ -334,7 +344,7 @@ def _fit_offline(
     target: OperatingPoint | None,
     progress: Callable[[int, float], None],
     as_json: bool,
-    lexical_weight: float = LEXICAL_WEIGHT,
+    lexical_weight: float | None = None,
 ) -> None:
     from router import Router
     from router.evaluate import read_examples, read_labelled
@@ -385,7 +395,9 @@ def _fit_store(
                 "no specialist is installed, so there is nothing to fit; install one with "
                 "'mesh install NAME'"
             )
-        examples = {name: index_texts(m) for name, m in manifests.items()}
+        examples = {
+            name: index_texts(m, tags=settings.router_index_tags) for name, m in manifests.items()
+        }
         store = RouterArtifactStore(registry.client, registry.url)
         base = _current_or_none(store)
         if val is not None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from registry.errors import HandedBackError
-from registry.manifest import HandBack
+from registry.manifest import HandBackPolicy
 from specialists.catalog import SMOLLM2_SOURCE
 from specialists.deployment import SpecialistDeployment, SpecialistRequest
 from specialists.engine import ChatMessage, EngineRequest, GenerationParams, collect
@@ -36,7 +36,9 @@ def deployments() -> dict[str, SpecialistDeployment]:
     always = writer(1.0)
     never = SpecialistDeployment.__new__(SpecialistDeployment)
     never.__dict__.update(always.__dict__)
-    never.manifest = always.manifest.model_copy(update={"hand_back": HandBack(min_in_scope=1e-6)})
+    never.manifest = always.manifest.model_copy(
+        update={"hand_back": HandBackPolicy(min_in_scope=1e-6)}
+    )
     return {"always": always, "never": never}
 
 

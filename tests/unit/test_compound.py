@@ -110,7 +110,9 @@ def test_a_later_part_sees_earlier_answers_as_data() -> None:
 
 
 # -- answering the parts (mesh.compound.answer_parts) over a fake transport ----------------
-def _answer_all(monkeypatch: pytest.MonkeyPatch, parts: list[DecisionPart], delays: dict):  # type: ignore[no-untyped-def]
+def _answer_all(
+    monkeypatch: pytest.MonkeyPatch, query: str, parts: list[DecisionPart], delays: dict
+):  # type: ignore[no-untyped-def]
     """Run `answer_parts` with delivery replaced: each specialist answers after its delay.
     Returns (texts yielded in order, (specialist, event, time) log, prompts received)."""
     import asyncio
@@ -137,7 +139,7 @@ def _answer_all(monkeypatch: pytest.MonkeyPatch, parts: list[DecisionPart], dela
     async def run() -> list[str]:
         state = ContextState()
         live = {part.specialist for part in parts}
-        return [d.text async for _, d in answer_parts(state, parts, live, 64)]
+        return [d.text async for _, d in answer_parts(state, parts, live, 64, query)]
 
     return asyncio.run(run()), log, prompts
 
@@ -145,14 +147,12 @@ def _answer_all(monkeypatch: pytest.MonkeyPatch, parts: list[DecisionPart], dela
 def test_independent_parts_are_asked_at_once_and_shown_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mesh.compound import refers_back
-
+    query = "What is 17*23? Also, what's the capital of France"
     parts = [
         DecisionPart(text="What is 17*23?", specialist="math", score=1.0),
         DecisionPart(text="what's the capital of France", specialist="general", score=0.6),
     ]
-    assert not refers_back(parts[1])
-    texts, log, prompts = _answer_all(monkeypatch, parts, {"math": 0.3, "general": 0.05})
+    texts, log, prompts = _answer_all(monkeypatch, query, parts, {"math": 0.3, "general": 0.05})
     assert texts == ["math answer", "\n\ngeneral answer", ""]  # the query's order
     starts = {name: t for name, event, t in log if event == "start"}
     ends = {name: t for name, event, t in log if event == "end"}
@@ -163,16 +163,50 @@ def test_independent_parts_are_asked_at_once_and_shown_in_order(
 def test_a_part_pointing_back_waits_for_the_earlier_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mesh.compound import refers_back
-
+    query = "What is 17*23? Also, write a haiku about it"
     parts = [
         DecisionPart(text="What is 17*23?", specialist="math", score=1.0),
         DecisionPart(text="write a haiku about it", specialist="writing", score=0.6),
     ]
-    assert refers_back(parts[1])
-    texts, log, prompts = _answer_all(monkeypatch, parts, {"math": 0.1, "writing": 0.01})
+    texts, log, prompts = _answer_all(monkeypatch, query, parts, {"math": 0.1, "writing": 0.01})
     assert texts == ["math answer", "\n\nwriting answer", ""]
     starts = {name: t for name, event, t in log if event == "start"}
     ends = {name: t for name, event, t in log if event == "end"}
     assert starts["writing"] >= ends["math"]
     assert "Q: What is 17*23?" in prompts["writing"] and "math answer" in prompts["writing"]
+
+
+@pytest.mark.parametrize(
+    "query, alone",
+    [
+        ("What is 17*23? Also, write a haiku about the sea.", [True, True]),
+        ("What is 17*23? Plus write a haiku about the sea.", [True, True]),
+        ("What is 17*23, and also write a haiku about the sea.", [True, True]),
+        ("What is 17*23? Also, write a haiku about it.", [True, False]),  # points back
+        ("What is 17*23? Then double the product please.", [True, False]),  # a sequence
+        ("Who wrote Hamlet? And when was he born exactly?", [True, False]),
+        ("Find the capital of France. Then write a short poem about the city.", [True, False]),
+        ("Find the capital of France. Write a short poem about the city.", [True, False]),
+    ],
+)
+def test_only_parts_joined_as_an_addition_run_at_once(query: str, alone: list[bool]) -> None:
+    from mesh.compound import independent
+
+    pieces = split_parts(query)
+    assert len(pieces) == 2, pieces
+    parts = [DecisionPart(text=p, specialist=f"s{i}", score=1.0) for i, p in enumerate(pieces)]
+    assert independent(query, parts) == alone
+
+
+def test_parts_not_found_in_the_query_wait() -> None:
+    from mesh.compound import independent
+
+    parts = [
+        DecisionPart(text="What is 17*23? thanks", specialist="math", score=1.0),  # merged
+        DecisionPart(text="write a haiku about the sea", specialist="writing", score=1.0),
+    ]
+    assert independent("What is 17*23? Thanks. Also, write a haiku about the sea", parts) == [
+        True,
+        False,
+    ]
+    assert independent("", []) == [True]

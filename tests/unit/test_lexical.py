@@ -174,3 +174,50 @@ def test_old_trade_off_points_load_without_the_new_field() -> None:
         {"oos_weight": 1.0, "threshold": 0.3, "accuracy": 0.9, "oos_recall": 0.8, "precision": 1}
     )
     assert point.target_recall is None
+
+
+def test_recall_cut_rejects_tied_out_of_scope_scores_together() -> None:
+    scores = np.array([[0.6, 0.1]] * 4 + [[0.9, 0.0]], dtype=np.float32)
+    labels: list[int | None] = [None, None, None, None, 0]
+    cut = recall_cut(scores, labels, 0.5)
+    assert cut is not None and cut > 0.6  # all four ties fall back, not none of them
+    assert outcome(scores, labels, np.full(2, cut))[1] == 1.0
+
+
+def test_recall_cut_survives_the_rounding_thresholds_are_stored_with() -> None:
+    scores = np.array([[0.6, 0.0], [0.6000001, 0.0], [0.9, 0.0]], dtype=np.float32)
+    labels: list[int | None] = [None, None, None]
+    cut = recall_cut(scores, labels, 0.6)
+    assert cut is not None and round(cut, 4) == cut
+    recall = outcome(scores, labels, np.full(2, round(cut, 4)))[1]
+    assert recall is not None and recall >= 0.6
+
+
+def test_a_huge_text_is_hashed_only_up_to_its_start() -> None:
+    from router.lexical import MAX_CHARS
+
+    head = "set an alarm " * (MAX_CHARS // 13 + 1)
+    assert np.array_equal(lexical_rows([head], 256), lexical_rows([head + "zebra " * 10_000], 256))
+
+
+def test_a_record_of_another_method_does_not_bring_its_features(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from router.live import LiveRouter, LiveRouterOptions
+
+    class Store:
+        def __init__(self, record) -> None:  # type: ignore[no-untyped-def]
+            self.record = record
+
+        def current_version(self) -> str:
+            return self.record.version
+
+        def get(self, version: str):  # type: ignore[no-untyped-def]
+            return self.record
+
+        def save(self, record, *, expect_current="*") -> bool:  # type: ignore[no-untyped-def]
+            return True
+
+    _, record = fit(tmp_path, "linear", lexical=LexicalSpec(dims=256))
+    options = LiveRouterOptions(home=tmp_path, method="knn", refit=False)
+    serving = LiveRouter(options, store=Store(record), frozen=BagOfWordsEncoder)  # type: ignore[arg-type]
+    serving.start()
+    assert not isinstance(serving.router.encoder, LexicalEncoder)

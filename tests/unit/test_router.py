@@ -292,7 +292,8 @@ def test_the_index_reads_examples_description_and_each_tag() -> None:
     from tests.conftest import manifest_data
 
     manifest = parse_manifest(manifest_data(tags=["hue_lightdim", "sql", "c++", "data-science"]))
-    texts = index_texts(manifest)
+    assert index_texts(manifest) == [*manifest.examples, manifest.description]  # default
+    texts = index_texts(manifest, tags=True)
     assert texts[: len(manifest.examples)] == manifest.examples
     assert texts[len(manifest.examples)] == manifest.description
     assert texts[len(manifest.examples) + 1 :] == ["hue lightdim", "sql", "c++", "data science"]

@@ -107,3 +107,11 @@ def test_offline_fit_errors_exit_1(data: dict[str, Path], extra: list[str], mess
     result = runner.invoke(router_app, ["fit", "--examples", str(data["examples"]), *extra])
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_store_mode_fit_refuses_a_lexical_weight_of_its_own() -> None:
+    """The running mesh reads its features from its setting: a store fit must match it."""
+    result = runner.invoke(router_app, ["fit", "--no-finetune", "--lexical-weight", "0.3"])
+    assert result.exit_code == 1
+    assert "--lexical-weight is for offline mode" in result.output
+    assert "Traceback" not in result.output
