@@ -77,8 +77,11 @@ def test_json_object_mode_and_the_clients_parse_helper(client: openai.OpenAI) ->
         model="general",
         messages=[{"role": "user", "content": "Give two colours as JSON."}],
         response_format={"type": "json_object"},
-        max_tokens=60,
+        max_tokens=120,  # room to close the object: a cut one is not JSON (finish "length")
+        temperature=0.0,
+        seed=0,
     )
+    assert completion.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(completion.choices[0].message.content or ""), dict)
     parsed = client.chat.completions.parse(
         model="extract",
