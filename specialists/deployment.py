@@ -252,15 +252,12 @@ class SpecialistDeployment:
 
     async def _check_scope(self, messages: list[ChatMessage], ctx: MeshContext) -> None:
         """Raise `HandedBackError` when the model rates the query out of its scope
-        (`specialists.scope_check`); its one token counts against the request's budget."""
+        (`specialists.scope_check`); asked like any generation, so its one token counts against
+        the request's budget and it ends by the request's deadline."""
         assert self.manifest.hand_back is not None
         turns = [m.content for m in messages if m.role == "user"] or [""]
-        request = EngineRequest(
-            messages=scope_messages(self.manifest, turns[-1], turns[:-1]),
-            params=scope_params(ctx.remaining_s()),
-        )
-        result = collect([delta async for delta in self.engine.stream(request)])
-        ctx.spend(result.completion_tokens)
+        question = scope_messages(self.manifest, turns[-1], turns[:-1])
+        result = await self._generate([m.model_dump() for m in question], scope_params(), ctx)
         first = result.logprobs[0] if result.logprobs else None
         probability = in_scope_probability((first.top_logprobs or [first]) if first else [])
         floor = self.manifest.hand_back.min_in_scope
