@@ -84,14 +84,14 @@ def one(folder: Path, seed: int, method: str, encoder: Any) -> dict[str, float]:
     from registry.router_artifacts import LexicalSpec, OperatingPoint
     from router import Router
     from router.evaluate import read_examples, read_labelled
-    from router.lexical import with_lexical
+    from router.lexical import for_method, with_lexical
 
     examples = read_examples(folder / "examples.jsonl")
     router = Router.from_examples(
         examples,
         fallback=FALLBACK,
         method=method,  # type: ignore[arg-type]
-        encoder=with_lexical(encoder, LexicalSpec() if method == "linear" else None),
+        encoder=with_lexical(encoder, for_method(method, LexicalSpec())),
     )
     target = OperatingPoint(oos_recall=0.8) if method == "linear" else None
     router.fit(*read_labelled(folder / "val.jsonl", set(examples)), target)

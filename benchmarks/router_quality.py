@@ -108,9 +108,9 @@ def with_tags(examples: dict[str, list[str]], tags: dict[str, list[str]]) -> dic
 def fitted_router(examples: Any, val: Any, config: Config, encoder: Any) -> Any:
     from registry.router_artifacts import OperatingPoint
     from router import Router
-    from router.lexical import LexicalSpec, with_lexical
+    from router.lexical import LexicalSpec, for_method, with_lexical
 
-    lexical = LexicalSpec() if config.method == "linear" and config.lexical else None
+    lexical = for_method(config.method, LexicalSpec() if config.lexical else None)
     router = Router.from_examples(
         examples,
         method=config.method,  # type: ignore[arg-type]

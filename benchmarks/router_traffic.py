@@ -72,15 +72,15 @@ def load_task(folder: Path, seed: int, encoder: Encoder, method: str) -> Task:
     from registry.router_artifacts import LexicalSpec
     from router import Router
     from router.evaluate import read_examples, read_labelled
-    from router.lexical import with_lexical
+    from router.lexical import for_method, with_lexical
 
     examples = read_examples(folder / "examples.jsonl")
     val = read_labelled(folder / "val.jsonl", set(examples))
     test = list(zip(*read_labelled(folder / "test.jsonl", set(examples)), strict=True))
     random.Random(seed).shuffle(test)
     half = len(test) // 2
-    lexical = LexicalSpec() if method == "linear" else None  # the mesh's default for linear
-    blank = Router.from_examples(examples, method=method, encoder=with_lexical(encoder, lexical))  # type: ignore[arg-type]
+    routing = with_lexical(encoder, for_method(method, LexicalSpec()))  # the mesh's default
+    blank = Router.from_examples(examples, method=method, encoder=routing)  # type: ignore[arg-type]
     return Task(blank, list(zip(*val, strict=True)), test[:half], test[half:])
 
 

@@ -36,7 +36,7 @@ from router.calibrate import choose
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import MODEL_DIR, FinetuneSettings, examples_digest, finetune_encoder
 from router.index import RouterIndex
-from router.lexical import LexicalEncoder, with_lexical
+from router.lexical import LexicalEncoder, for_method, with_lexical
 from router.linear import LinearHead
 from router.router import FitReport, Method, Router
 
@@ -175,7 +175,7 @@ def fit_artifact(
             train_seconds=trained.train_seconds,
         )
         encoder, index = load(model), None
-    routing = with_lexical(encoder, lexical if method == "linear" else None)
+    routing = with_lexical(encoder, for_method(method, lexical))
     if routing is not encoder:
         encoder, index = routing, None
     router = Router(

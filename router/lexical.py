@@ -68,6 +68,12 @@ class LexicalEncoder:
         return joined / np.where(norms == 0, 1.0, norms)
 
 
+def for_method(method: str, spec: LexicalSpec | None) -> LexicalSpec | None:
+    """The features a router of `method` reads: `spec` for the linear head, none for the
+    similarity methods (the hashed columns would only dilute their cosines)."""
+    return spec if method == "linear" else None
+
+
 def lexical_spec(weight: float) -> LexicalSpec | None:
     """The spec for a configured weight; 0 means no lexical features."""
     return LexicalSpec(weight=weight) if weight > 0 else None

@@ -35,7 +35,7 @@ from router.decision import RouteDecision
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import FinetuneSettings, examples_digest
 from router.index import RouterIndex
-from router.lexical import with_lexical
+from router.lexical import for_method, with_lexical
 from router.router import Method, Router
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class LiveRouter:
     @property
     def lexical(self) -> LexicalSpec | None:
         """The lexical features a head fitted here uses (the linear method only)."""
-        return self.options.lexical if self.options.method == "linear" else None
+        return for_method(self.options.method, self.options.lexical)
 
     def frozen_router_encoder(self) -> Encoder:
         """The frozen encoder as the router reads queries with it (lexical features added for

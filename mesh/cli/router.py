@@ -118,12 +118,11 @@ def routing_encoder(encoder: Encoder, method: str, lexical_weight: float | None)
     """`encoder` as the router reads with it: lexical features added for the linear head
     (`lexical_weight` None: the setting, as the running mesh uses)."""
     from mesh.cli.app import load_settings
-    from router.lexical import lexical_spec, with_lexical
+    from router.lexical import for_method, lexical_spec, with_lexical
 
-    if method != "linear":
-        return with_lexical(encoder, None)
-    weight = load_settings().router_lexical_weight if lexical_weight is None else lexical_weight
-    return with_lexical(encoder, lexical_spec(weight))
+    if lexical_weight is None:
+        lexical_weight = load_settings().router_lexical_weight
+    return with_lexical(encoder, for_method(method, lexical_spec(lexical_weight)))
 
 
 @router_app.command("eval")
