@@ -28,6 +28,11 @@ from registry.router_artifacts import OperatingPoint, TradeOffPoint
 DEFAULT_PRIOR = 30.0
 
 
+def _truth(labels: list[int | None]) -> np.ndarray:
+    """Labels as column ids, -1 for an out-of-scope query."""
+    return np.array([-1 if label is None else label for label in labels])
+
+
 def best_cut(top: np.ndarray, keep: np.ndarray, reject: np.ndarray, oos_weight: float) -> float:
     """The threshold t maximising sum(keep & top >= t) + oos_weight * sum(reject & top < t).
 
@@ -63,7 +68,7 @@ def fit_thresholds(
     """
     predicted = scores.argmax(axis=1)
     top = scores.max(axis=1)
-    truth = np.array([-1 if label is None else label for label in labels])
+    truth = _truth(labels)
     keep = predicted == truth
     reject = truth == -1
     global_cut = best_cut(top, keep, reject, oos_weight)
@@ -85,7 +90,7 @@ def outcome(
     """(in-scope accuracy, out-of-scope recall, precision) of per-specialist `cuts`."""
     predicted = scores.argmax(axis=1)
     kept = scores.max(axis=1) >= cuts[predicted]
-    truth = np.array([-1 if label is None else label for label in labels])
+    truth = _truth(labels)
     inside = truth >= 0
     right = kept & (predicted == truth)
     accuracy = float(right[inside].mean()) if inside.any() else 0.0
@@ -97,7 +102,7 @@ def outcome(
 def recall_cut(scores: np.ndarray, labels: list[int | None], recall: float) -> float | None:
     """The lowest cut that rejects at least `recall` of the out-of-scope queries (midway
     between the last one rejected and the next); None without out-of-scope queries."""
-    truth = np.array([-1 if label is None else label for label in labels])
+    truth = _truth(labels)
     tops = np.sort(scores.max(axis=1)[truth == -1]) if len(truth) else np.zeros(0)
     if len(tops) == 0:
         return None
