@@ -39,10 +39,10 @@ def catalog_manifests() -> dict[str, Any]:
 
 
 def routing_accuracy(manifests: dict[str, Any], name: str, queries: list[str]) -> float:
-    from router.index import index_texts
+    from router.index import index_examples
     from router.router import Router
 
-    router = Router.from_examples({n: index_texts(m) for n, m in manifests.items()}, "general")
+    router = Router.from_examples(index_examples(manifests), "general")
     decisions = router.route_batch(queries)
     return sum(d.chosen == name for d in decisions) / len(decisions)
 

@@ -25,7 +25,7 @@ from registry import MeshError, Registry, SpecialistManifest
 from registry.errors import QualityGateError
 from registry.router_artifacts import LabelledQuery, RouterArtifactStore
 from router.impact import ImpactReport, contested, replay_impact
-from router.index import index_texts
+from router.index import index_examples, index_texts
 from router.router import Router
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ImpactRequest(BaseModel):
             candidate=manifest.name,
             version=manifest.version,
             candidate_examples=index_texts(manifest, tags=tags),
-            examples={name: index_texts(spec, tags=tags) for name, spec in installed.items()},
+            examples=index_examples(installed, tags=tags),
             labelled=[*(artifact_labelled(registry) if operator else []), *own],
             operator=operator,
         )

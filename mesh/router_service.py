@@ -31,7 +31,7 @@ from router.embeddings import ROUTED_ALIAS, EmbeddingBatch, embed
 from router.encoder import Encoder, SentenceTransformerEncoder
 from router.finetune import FinetuneSettings
 from router.impact import ImpactReport
-from router.index import index_texts
+from router.index import index_examples
 from router.lexical import lexical_spec
 from router.live import LiveRouter, LiveRouterOptions
 from specialists.serve_options import keep_replica_on_loopback
@@ -128,9 +128,7 @@ class RouterService:
         return await asyncio.to_thread(request.replay, lambda: self.live.router)
 
     async def _rebuild(self, view: LiveView) -> None:
-        examples = {
-            name: index_texts(m, tags=self.index_tags) for name, m in view.specialists.items()
-        }
+        examples = index_examples(view.specialists, tags=self.index_tags)
         installed = {name: m.version for name, m in view.specialists.items()}
         await asyncio.to_thread(self.live.update, installed, examples)
         logger.info("router index now covers %s", self.live.router.index.names)

@@ -9,6 +9,7 @@ Padding costs memory only when example counts are very uneven.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +34,14 @@ def index_texts(manifest: SpecialistManifest, *, tags: bool = False) -> list[str
     indexed: it is provenance and usage notes, not queries."""
     tag_texts = [tag_text(tag) for tag in manifest.tags] if tags else []
     return [*manifest.examples, manifest.description, *tag_texts]
+
+
+def index_examples(
+    manifests: Mapping[str, SpecialistManifest], *, tags: bool = False
+) -> dict[str, list[str]]:
+    """{name: index_texts} for an installed set: what the live router indexes and what `mesh
+    router fit` fits (their digests must agree, or every fit looks stale to the mesh)."""
+    return {name: index_texts(manifest, tags=tags) for name, manifest in manifests.items()}
 
 
 class RouterIndex:

@@ -381,7 +381,7 @@ def _fit_store(
     from router.artifact import artifact_dir, fit_artifact
     from router.artifact import load_encoder as load_verified
     from router.evaluate import read_labelled
-    from router.index import index_texts
+    from router.index import index_examples
     from router.lexical import lexical_spec
 
     settings = load_settings()
@@ -394,9 +394,7 @@ def _fit_store(
                 "no specialist is installed, so there is nothing to fit; install one with "
                 "'mesh install NAME'"
             )
-        examples = {
-            name: index_texts(m, tags=settings.router_index_tags) for name, m in manifests.items()
-        }
+        examples = index_examples(manifests, tags=settings.router_index_tags)
         store = RouterArtifactStore(registry.client, registry.url)
         base = _current_or_none(store)
         if val is not None:
